@@ -1,0 +1,16 @@
+"""dlkernels: hand-written CUDA C++ and Triton kernels as PyTorch ops, measured against cuDNN.
+
+    import dlkernels
+    y = dlkernels.max_pool2d(x, 3, 2, 1)            # backend="auto" | "cuda" | "triton" | "cpu"
+    model = dlkernels.convert(model)                # swap torch.nn modules for drop-ins
+"""
+from dlkernels import nn
+from dlkernels._backends import BACKENDS, available_backends
+from dlkernels.convert import convert
+from dlkernels.info import info
+from dlkernels.ops import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "adaptive_avg_pool2d", "available_backends", "avg_pool2d", "convert", "info",
+           "max_pool2d", "nn"]

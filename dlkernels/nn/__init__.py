@@ -1,0 +1,4 @@
+"""Drop-in modules: torch.nn's constructor arguments and state_dict keys, plus keyword `backend`."""
+from dlkernels.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
