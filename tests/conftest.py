@@ -1,0 +1,27 @@
+"""Test set-up: on a machine without a GPU the Triton kernels run in Triton's CPU interpreter.
+
+TRITON_INTERPRET must be set before triton_kernels is imported (triton.jit reads it when a kernel
+is decorated), so it is set here, at collection time.
+"""
+import os
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is present")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
