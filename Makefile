@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine, each doing its own set-up:
+#   make bench   the main job: speed tables on a GPU, the correctness matrix on a CPU-only machine
+#   make test    the test suite (what CI runs through .ci/run)
+# On a machine whose python already has a CUDA torch (the GPU box) the venv reuses that torch.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Pins that match the GPU machine and work with Triton's CPU interpreter (numpy>=2.4 breaks it).
+CPU_TORCH := torch==2.13.0
+DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark ninja pybind11 tqdm matplotlib
+
+.PHONY: test bench build venv clean
+
+$(VENV)/.ready:
+	@if $(PYTHON) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
+	    echo "using the CUDA torch of $(PYTHON)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV) && \
+	    $(PY) -m pip install -q $$($(PY) -c "import triton" 2>/dev/null || echo triton==3.6.0) \
+	        pytest pytest-benchmark ninja pybind11 tqdm matplotlib; \
+	else \
+	    $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q $(CPU_TORCH) $(DEPS); \
+	fi
+	touch $@
+
+venv: $(VENV)/.ready
+
+build: venv
+	$(PY) -m pip install -q -e . --no-build-isolation
+
+test: build
+	$(PY) -m pytest tests -q -rs
+
+bench: build
+	$(PY) -m dlkernels.bench
+
+clean:
+	rm -rf build *.egg-info dlkernels/*.so $(VENV)
