@@ -1,0 +1,55 @@
+"""Benchmarks: `python -m dlkernels.bench` (speed tables on a GPU, correctness matrix without one).
+
+Each op family has one module here (pool2d.py; later conv2d.py, ...) registered in OP_MODULES. A
+module exposes:
+    FAMILY          the name used in result files ("pool2d")
+    CASES           list[Case]: the workloads timed on a GPU (one table, every dtype and layout)
+    SMALL_CASES     list[Case]: the same workloads on small shapes for the CPU correctness matrix
+    BYTES_COUNTED   one sentence saying how ideal_bytes counts memory traffic
+    build(case, backend, direction, device) -> callable
+        a zero-argument function running one forward ("fwd") or one autograd backward ("bwd") of the
+        case on `backend` ("cuda", "triton", "cpu", or "torch" for the PyTorch/cuDNN reference); it
+        returns the output (fwd) or the input gradient (bwd). Inputs are made once, in build.
+    ideal_bytes(case, direction) -> int
+        bytes an ideal kernel reads plus writes for that call.
+Inputs are drawn in float16 and then cast, so a case in any dtype sees the same values: the
+correctness matrix compares a low-precision run with a float64 reference of the identical input.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+OP_MODULES = {"pool2d": "dlkernels.bench.pool2d"}
+DIRECTIONS = ("fwd", "bwd")
+REFERENCE = "torch"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    op: str              # public function name, e.g. "max_pool2d"
+    workload: str        # where the shape comes from, e.g. "ResNet stem"
+    shape: tuple         # input (N, C, H, W)
+    params: tuple        # keyword arguments as sorted (name, value) pairs, hashable
+    dtype: str = "float32"
+    layout: str = "nchw"  # or "channels_last"
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.params)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params)
+        return f"{self.op}({args}) {'x'.join(map(str, self.shape))} {self.dtype} {self.layout}"
+
+    def with_(self, **changes) -> Case:
+        return dataclasses.replace(self, **changes)
+
+
+def load(op_family: str):
+    if op_family not in OP_MODULES:
+        raise SystemExit(f"unknown op family {op_family!r}; known: {', '.join(OP_MODULES)}")
+    return importlib.import_module(OP_MODULES[op_family])
