@@ -1,0 +1,516 @@
+// CUDA kernels for 2-D pooling. Pooling is memory-bound: every kernel here is one pass over its
+// output (forward) or its grad_input (backward), one thread per element or per short channel
+// vector, with the window math taken from dlk/pool2d.h so that every backend agrees with ATen.
+#include "pool2d.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+namespace dlk {
+namespace {
+
+constexpr int kBlockThreads = 256;
+// A grid-stride loop over a few waves of resident blocks keeps every SM busy without launching
+// millions of blocks for large tensors; 2048 / kBlockThreads blocks fit on one SM.
+constexpr int kWavesPerLaunch = 4;
+constexpr int kBlocksPerSM = 2048 / kBlockThreads;
+// Vector accesses are at most 16 bytes, the widest single load/store before sm_100.
+constexpr int kMaxVectorBytes = 16;
+// Window taps of one row that a forward thread loads back to back (see pool2d_forward_element).
+constexpr int kTapsInFlight = 4;
+
+// `#pragma unroll` for the device pass only; host compilers warn about the unknown pragma.
+#ifdef __CUDA_ARCH__
+#define DLK_UNROLL _Pragma("unroll")
+#else
+#define DLK_UNROLL
+#endif
+
+template <typename T> struct AccumulateTypeOf { using type = float; };
+template <> struct AccumulateTypeOf<double> { using type = double; };
+template <typename T> using AccumulateType = typename AccumulateTypeOf<T>::type;
+
+// The per-element code below is host-callable as well (DLK_HOST_DEVICE) so that a host harness that
+// includes this file can check it against torch without a GPU; the kernels are thin grid-stride
+// loops around it.
+DLK_HOST_DEVICE float to_accumulate(__half v) { return __half2float(v); }
+DLK_HOST_DEVICE float to_accumulate(__nv_bfloat16 v) { return __bfloat162float(v); }
+DLK_HOST_DEVICE float to_accumulate(float v) { return v; }
+DLK_HOST_DEVICE double to_accumulate(double v) { return v; }
+
+// Round to nearest even, as torch's own casts from float do.
+template <typename T> DLK_HOST_DEVICE T from_accumulate(AccumulateType<T> v);
+template <> DLK_HOST_DEVICE __half from_accumulate<__half>(float v) { return __float2half_rn(v); }
+template <> DLK_HOST_DEVICE __nv_bfloat16 from_accumulate<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <> DLK_HOST_DEVICE float from_accumulate<float>(float v) { return v; }
+template <> DLK_HOST_DEVICE double from_accumulate<double>(double v) { return v; }
+
+template <typename Acc> DLK_HOST_DEVICE bool is_nan(Acc v) { return v != v; }
+
+// N consecutive elements moved by one load/store instruction; the alignment is what makes the
+// compiler emit a single vector access.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vector {
+  T val[N];
+};
+
+// Integer division by a loop-invariant divisor. Splitting a flat index into (n, c, h, w) costs two
+// or three divisions per element, and a 64-bit division is a ~70-instruction subroutine on the GPU:
+// enough to make this memory-bound kernel compute-bound. When the tensor has fewer than 2^31
+// elements we use the multiply-high-and-shift method (Granlund & Montgomery), valid for numerators
+// and divisors below 2^31; larger tensors fall back to plain 64-bit division.
+template <typename IndexT> struct Divider;
+
+template <> struct Divider<uint32_t> {
+  uint32_t divisor = 1, magic = 1, shift = 0;
+  Divider() = default;
+  explicit Divider(uint32_t d) : divisor(d) {
+    while (shift < 32 && (uint64_t(1) << shift) < d) ++shift;
+    magic = static_cast<uint32_t>(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
+  }
+  DLK_HOST_DEVICE void divmod(uint32_t n, uint32_t& quotient, uint32_t& remainder) const {
+#ifdef __CUDA_ARCH__
+    const uint32_t high = __umulhi(n, magic);
+#else
+    const uint32_t high = static_cast<uint32_t>((uint64_t(n) * magic) >> 32);
+#endif
+    quotient = (high + n) >> shift;
+    remainder = n - quotient * divisor;
+  }
+};
+
+template <> struct Divider<uint64_t> {
+  uint64_t divisor = 1;
+  Divider() = default;
+  explicit Divider(uint64_t d) : divisor(d) {}
+  DLK_HOST_DEVICE void divmod(uint64_t n, uint64_t& quotient, uint64_t& remainder) const {
+    quotient = n / divisor;
+    remainder = n - quotient * divisor;
+  }
+};
+
+template <PoolMode kMode>
+DLK_HOST_DEVICE PoolSpan pool_span(int64_t o, int64_t in, int64_t out, int kernel, int stride, int pad,
+                                   int dilation, bool count_include_pad) {
+  if constexpr (kMode == PoolMode::kMax) {
+    // Dilation 1 is the common case; with a literal 1 the compiler folds max_pool_span's
+    // `while (begin < 0) begin += dilation` into a clamp instead of a division and a loop.
+    if (dilation == 1) return max_pool_span(o, in, kernel, stride, pad, 1);
+    return max_pool_span(o, in, kernel, stride, pad, dilation);
+  } else if constexpr (kMode == PoolMode::kAvg) {
+    return avg_pool_span(o, in, kernel, stride, pad, count_include_pad);
+  } else {
+    return adaptive_pool_span(o, in, out);
+  }
+}
+
+// Splits a flat index in memory order into (plane, h, w) for NCHW, where plane = n * C + c, or
+// into (n, h, w, channel vector) for channels_last, where the channel vector holds kVec channels.
+template <typename IndexT>
+struct FlatIndexSplitter {
+  Divider<IndexT> channel_vectors, width, height;
+};
+
+template <bool kChannelsLast, typename IndexT>
+DLK_HOST_DEVICE void split_flat_index(const FlatIndexSplitter<IndexT>& splitter, IndexT i, IndexT& outer,
+                                      IndexT& h, IndexT& w, IndexT& channel_vector) {
+  IndexT rest = i;
+  channel_vector = 0;
+  if constexpr (kChannelsLast) splitter.channel_vectors.divmod(rest, rest, channel_vector);
+  splitter.width.divmod(rest, rest, w);
+  splitter.height.divmod(rest, outer, h);
+}
+
+// Forward for one output element (NCHW, kVec == 1) or for kVec consecutive channels of one output
+// pixel (channels_last); `i` counts in the output's memory order. IndexT is uint32_t when every
+// offset fits in 31 bits, uint64_t otherwise.
+template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
+DLK_HOST_DEVICE void pool2d_forward_element(const Pool2dFwdParams& p, IndexT i,
+                                            const FlatIndexSplitter<IndexT>& splitter) {
+  static_assert(kChannelsLast || kVec == 1, "NCHW processes one element per thread");
+  using Acc = AccumulateType<T>;
+  using Signed = std::make_signed_t<IndexT>;
+  using Pack = Vector<T, kVec>;
+  const T* __restrict__ input = static_cast<const T*>(p.input);
+  T* __restrict__ output = static_cast<T*>(p.output);
+  const IndexT in_w = static_cast<IndexT>(p.in_w);
+  const IndexT in_plane = static_cast<IndexT>(p.in_h) * in_w;
+  const IndexT pixel_stride = kChannelsLast ? static_cast<IndexT>(p.channels) : IndexT(1);
+
+  IndexT outer, oh, ow, channel_vector;
+  split_flat_index<kChannelsLast>(splitter, i, outer, oh, ow, channel_vector);
+  // Offset of tap (0, 0) of this thread's first channel.
+  const IndexT base = kChannelsLast ? outer * in_plane * pixel_stride + channel_vector * kVec : outer * in_plane;
+
+  const PoolSpan span_h =
+      pool_span<kMode>(oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, p.count_include_pad);
+  const PoolSpan span_w =
+      pool_span<kMode>(ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, p.count_include_pad);
+  // Spans begin inside the input (>= 0) but may be empty (end <= begin), hence signed loop bounds.
+  const Signed h_begin = static_cast<Signed>(span_h.begin), h_end = static_cast<Signed>(span_h.end);
+  const Signed w_begin = static_cast<Signed>(span_w.begin), w_end = static_cast<Signed>(span_w.end);
+  const Signed h_step = kMode == PoolMode::kMax ? static_cast<Signed>(span_h.step) : Signed(1);
+  const Signed w_step = kMode == PoolMode::kMax ? static_cast<Signed>(span_w.step) : Signed(1);
+
+  Acc acc[kVec];
+  IndexT argmax[kVec];
+  DLK_UNROLL
+  for (int j = 0; j < kVec; ++j) {
+    // ATen's max starts from -inf with the index of the first in-bounds tap, so an all -inf window
+    // still reports a valid index.
+    acc[j] = kMode == PoolMode::kMax ? static_cast<Acc>(-INFINITY) : Acc(0);
+    argmax[j] = static_cast<IndexT>(h_begin) * in_w + static_cast<IndexT>(w_begin);
+  }
+  for (Signed h = h_begin; h < h_end; h += h_step) {
+    const IndexT row = static_cast<IndexT>(h) * in_w;
+    // All loads of a chunk are issued before any is used: one dependent load-then-reduce chain per
+    // thread would leave too few bytes in flight to saturate DRAM, above all with NCHW's 2-byte
+    // loads. Reducing the chunk in tap order keeps ATen's order for ties, NaN and sums.
+    for (Signed w_chunk = w_begin; w_chunk < w_end; w_chunk += kTapsInFlight * w_step) {
+      Pack values[kTapsInFlight];
+      DLK_UNROLL
+      for (int t = 0; t < kTapsInFlight; ++t) {
+        const Signed w = w_chunk + t * w_step;
+        const IndexT tap = row + static_cast<IndexT>(w);
+        if (w < w_end) values[t] = *reinterpret_cast<const Pack*>(input + base + tap * pixel_stride);
+      }
+      DLK_UNROLL
+      for (int t = 0; t < kTapsInFlight; ++t) {
+        const Signed w = w_chunk + t * w_step;
+        if (w >= w_end) break;
+        DLK_UNROLL
+        for (int j = 0; j < kVec; ++j) {
+          const Acc v = to_accumulate(values[t].val[j]);
+          if constexpr (kMode == PoolMode::kMax) {
+            // `> || nan`: ties keep the first maximum, and NaN wins (the last NaN's index).
+            if (v > acc[j] || is_nan(v)) {
+              acc[j] = v;
+              argmax[j] = row + static_cast<IndexT>(w);
+            }
+          } else {
+            acc[j] += v;
+          }
+        }
+      }
+    }
+  }
+
+  Pack result;
+  if constexpr (kMode == PoolMode::kMax) {
+    DLK_UNROLL
+    for (int j = 0; j < kVec; ++j) result.val[j] = from_accumulate<T>(acc[j]);
+    int64_t* indices = p.indices + i * kVec;
+    if constexpr (kVec == 1) {
+      indices[0] = static_cast<int64_t>(argmax[0]);
+    } else {
+      DLK_UNROLL
+      for (int j = 0; j < kVec; j += 2) {
+        const Vector<int64_t, 2> pair{{static_cast<int64_t>(argmax[j]), static_cast<int64_t>(argmax[j + 1])}};
+        *reinterpret_cast<Vector<int64_t, 2>*>(indices + j) = pair;
+      }
+    }
+  } else {
+    // A window without real elements gets 0, as in ATen, rather than 0 / 0 when padding is not
+    // counted. ATen's output-size rule (ceil_mode included) never produces one; we do not rely on it.
+    const bool empty = h_begin >= h_end || w_begin >= w_end;
+    const int64_t divisor = kMode == PoolMode::kAvg && p.divisor_override != 0 ? int64_t(p.divisor_override)
+                                                                               : span_h.count * span_w.count;
+    DLK_UNROLL
+    for (int j = 0; j < kVec; ++j) result.val[j] = from_accumulate<T>(empty ? Acc(0) : acc[j] / Acc(divisor));
+  }
+  *reinterpret_cast<Pack*>(output + i * kVec) = result;
+}
+
+// Backward for one grad_input element (or kVec channels of one input pixel), gather style: it sums
+// the grad_output entries of every window that contains it. Each element is written exactly once
+// with a fixed summation order, so the result is deterministic and needs neither a zero-fill pass
+// nor atomics (a scatter from the outputs would need both, and fp16 atomics are slow and
+// order-dependent).
+template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
+DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
+                                             const FlatIndexSplitter<IndexT>& splitter) {
+  static_assert(kChannelsLast || kVec == 1, "NCHW processes one element per thread");
+  using Acc = AccumulateType<T>;
+  using Signed = std::make_signed_t<IndexT>;
+  using Pack = Vector<T, kVec>;
+  // Saved indices are int64: pairs are the widest 16-byte access.
+  constexpr int kIndexVec = kVec == 1 ? 1 : 2;
+  using IndexPack = Vector<int64_t, kIndexVec>;
+  const T* __restrict__ grad_output = static_cast<const T*>(p.grad_output);
+  const int64_t* __restrict__ saved_indices = p.indices;
+  T* __restrict__ grad_input = static_cast<T*>(p.grad_input);
+  const IndexT out_w = static_cast<IndexT>(p.out_w);
+  const IndexT out_plane = static_cast<IndexT>(p.out_h) * out_w;
+  const IndexT pixel_stride = kChannelsLast ? static_cast<IndexT>(p.channels) : IndexT(1);
+
+  IndexT outer, h, w, channel_vector;
+  split_flat_index<kChannelsLast>(splitter, i, outer, h, w, channel_vector);
+  // Offset of grad_output (0, 0) of this thread's first channel.
+  const IndexT base =
+      kChannelsLast ? outer * out_plane * pixel_stride + channel_vector * kVec : outer * out_plane;
+
+  int64_t first_h, last_h, first_w, last_w;
+  pool_output_range(h, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, kMode, &first_h, &last_h);
+  pool_output_range(w, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, kMode, &first_w, &last_w);
+  const int64_t flat_position = static_cast<int64_t>(h) * p.in_w + static_cast<int64_t>(w);
+
+  Acc acc[kVec];
+  DLK_UNROLL
+  for (int j = 0; j < kVec; ++j) acc[j] = Acc(0);
+
+  for (Signed oh = static_cast<Signed>(first_h); oh < static_cast<Signed>(last_h); ++oh) {
+    PoolSpan span_h{0, 0, 1, 1};
+    if constexpr (kMode != PoolMode::kMax) {
+      span_h = pool_span<kMode>(oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h,
+                                p.count_include_pad);
+      // pool_output_range is exact for fixed windows; adaptive windows are checked explicitly.
+      if (kMode == PoolMode::kAdaptiveAvg && (int64_t(h) < span_h.begin || int64_t(h) >= span_h.end)) continue;
+    }
+    for (Signed ow = static_cast<Signed>(first_w); ow < static_cast<Signed>(last_w); ++ow) {
+      const IndexT offset = base + (static_cast<IndexT>(oh) * out_w + static_cast<IndexT>(ow)) * pixel_stride;
+      if constexpr (kMode == PoolMode::kMax) {
+        // Read the gradient only where some channel's saved argmax is this element: with
+        // overlapping windows most candidates lose, and their gradient need not be fetched.
+        bool matches[kVec];
+        bool any_match = false;
+        DLK_UNROLL
+        for (int j = 0; j < kVec; j += kIndexVec) {
+          const IndexPack saved = *reinterpret_cast<const IndexPack*>(saved_indices + offset + j);
+          DLK_UNROLL
+          for (int k = 0; k < kIndexVec; ++k) {
+            matches[j + k] = saved.val[k] == flat_position;
+            any_match |= matches[j + k];
+          }
+        }
+        if (any_match) {
+          const Pack grads = *reinterpret_cast<const Pack*>(grad_output + offset);
+          DLK_UNROLL
+          for (int j = 0; j < kVec; ++j) {
+            if (matches[j]) acc[j] += to_accumulate(grads.val[j]);
+          }
+        }
+      } else {
+        const PoolSpan span_w = pool_span<kMode>(ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
+                                                 p.dilation_w, p.count_include_pad);
+        if (kMode == PoolMode::kAdaptiveAvg && (int64_t(w) < span_w.begin || int64_t(w) >= span_w.end)) continue;
+        // Same divisor as the forward pass; dividing each term (not the sum) matches ATen.
+        const int64_t divisor = kMode == PoolMode::kAvg && p.divisor_override != 0 ? int64_t(p.divisor_override)
+                                                                                   : span_h.count * span_w.count;
+        const Pack grads = *reinterpret_cast<const Pack*>(grad_output + offset);
+        DLK_UNROLL
+        for (int j = 0; j < kVec; ++j) acc[j] += to_accumulate(grads.val[j]) / Acc(divisor);
+      }
+    }
+  }
+
+  Pack result;
+  DLK_UNROLL
+  for (int j = 0; j < kVec; ++j) result.val[j] = from_accumulate<T>(acc[j]);
+  *reinterpret_cast<Pack*>(grad_input + i * kVec) = result;
+}
+
+// Threads take elements in memory order, so stores are fully coalesced in both layouts. Loads are
+// coalesced too in channels_last (neighbouring threads read neighbouring channels of one tap, 16
+// bytes each when C allows) and stride-`stride` along a row in NCHW, where the overlap of
+// neighbouring windows is served from L1/L2.
+template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
+__global__ void __launch_bounds__(kBlockThreads)
+    pool2d_forward_kernel(const Pool2dFwdParams p, const IndexT total, const FlatIndexSplitter<IndexT> splitter) {
+  const IndexT grid_stride = static_cast<IndexT>(gridDim.x) * blockDim.x;
+  for (IndexT i = static_cast<IndexT>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += grid_stride) {
+    pool2d_forward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter);
+  }
+}
+
+template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
+__global__ void __launch_bounds__(kBlockThreads)
+    pool2d_backward_kernel(const Pool2dBwdParams p, const IndexT total,
+                           const FlatIndexSplitter<IndexT> splitter) {
+  const IndexT grid_stride = static_cast<IndexT>(gridDim.x) * blockDim.x;
+  for (IndexT i = static_cast<IndexT>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += grid_stride) {
+    pool2d_backward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: validation, the choice of vector width and index type, and one dispatch per launch.
+
+template <typename T> struct TypeTag { using type = T; };
+
+bool geometry_is_valid(const Pool2dParams& p) {
+  if (p.batch < 0 || p.channels < 0 || p.in_h < 0 || p.in_w < 0 || p.out_h < 0 || p.out_w < 0) return false;
+  const bool fixed_window_ok = p.kernel_h > 0 && p.kernel_w > 0 && p.stride_h > 0 && p.stride_w > 0 &&
+                               p.pad_h >= 0 && p.pad_w >= 0;
+  switch (p.mode) {
+    case PoolMode::kMax: return fixed_window_ok && p.dilation_h > 0 && p.dilation_w > 0;
+    case PoolMode::kAvg: return fixed_window_ok;
+    case PoolMode::kAdaptiveAvg: return true;
+  }
+  return false;
+}
+
+bool is_aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+
+// Channels per thread for channels_last: the widest power of two up to 16 bytes that divides C and
+// keeps every access aligned (each pixel then starts on a vector boundary). Saved indices move in
+// pairs, so they need 16-byte alignment whenever a thread handles more than one channel.
+template <typename T>
+int channels_per_thread(int64_t channels, std::initializer_list<const void*> tensors, const int64_t* indices) {
+  for (int vec = kMaxVectorBytes / int(sizeof(T)); vec > 1; vec /= 2) {
+    if (channels % vec != 0) continue;
+    bool aligned = indices == nullptr || is_aligned(indices, 2 * sizeof(int64_t));
+    for (const void* t : tensors) aligned = aligned && is_aligned(t, vec * sizeof(T));
+    if (aligned) return vec;
+  }
+  return 1;
+}
+
+unsigned grid_size(uint64_t work_items) {
+  int device = 0, sm_count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sm_count <= 0) {
+    sm_count = 132;  // the launch itself will report a broken device
+  }
+  const uint64_t blocks = (work_items + kBlockThreads - 1) / kBlockThreads;
+  return static_cast<unsigned>(std::min<uint64_t>(blocks, uint64_t(sm_count) * kBlocksPerSM * kWavesPerLaunch));
+}
+
+template <typename Fn>
+Status dispatch_dtype(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat16: return fn(TypeTag<__half>{});
+    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
+    case DType::kFloat32: return fn(TypeTag<float>{});
+    case DType::kFloat64: return fn(TypeTag<double>{});
+  }
+  return Status::kUnsupportedDType;
+}
+
+template <typename Fn>
+Status dispatch_mode(PoolMode mode, Fn&& fn) {
+  switch (mode) {
+    case PoolMode::kMax: return fn(std::integral_constant<PoolMode, PoolMode::kMax>{});
+    case PoolMode::kAvg: return fn(std::integral_constant<PoolMode, PoolMode::kAvg>{});
+    case PoolMode::kAdaptiveAvg: return fn(std::integral_constant<PoolMode, PoolMode::kAdaptiveAvg>{});
+  }
+  return Status::kInvalidArgument;
+}
+
+// fn(std::integral_constant<int, vec>); vectors wider than 16 bytes are never instantiated.
+template <typename T, typename Fn>
+Status dispatch_vector_width(int vec, Fn&& fn) {
+  constexpr int kMax = kMaxVectorBytes / int(sizeof(T));
+  switch (vec) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 2: if constexpr (kMax >= 2) return fn(std::integral_constant<int, 2>{}); break;
+    case 4: if constexpr (kMax >= 4) return fn(std::integral_constant<int, 4>{}); break;
+    case 8: if constexpr (kMax >= 8) return fn(std::integral_constant<int, 8>{}); break;
+  }
+  return Status::kInvalidArgument;
+}
+
+// 32-bit indexing whenever it is exact: the fast divider and cheaper address math both need it.
+// Besides offsets (bounded by the element counts), window coordinates run a few taps past an
+// input edge (a chunk of kTapsInFlight taps, a stride or dilation step), which must not wrap either.
+bool fits_32bit_indexing(const Pool2dParams& p, int64_t largest_numel) {
+  const int64_t largest_step = std::max({p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+                                         p.dilation_h, p.dilation_w});
+  const int64_t largest_extent = std::max({p.in_h, p.in_w, p.out_h, p.out_w});
+  return largest_numel <= INT32_MAX && largest_extent + (kTapsInFlight + 1) * largest_step <= INT32_MAX;
+}
+
+template <typename Fn>
+Status dispatch_index_type(bool use_32bit, Fn&& fn) {
+  if (use_32bit) return fn(TypeTag<uint32_t>{});
+  return fn(TypeTag<uint64_t>{});
+}
+
+// Calls fn(TypeTag<T>, mode, vec, TypeTag<IndexT>) with everything the kernels are templated on.
+// `vec` is 1 for NCHW.
+template <typename Fn>
+Status dispatch_pool2d(DType dtype, const Pool2dParams& p, int64_t largest_numel,
+                       std::initializer_list<const void*> vector_accessed, const int64_t* indices, Fn&& fn) {
+  return dispatch_dtype(dtype, [&](auto type_tag) {
+    using T = typename decltype(type_tag)::type;
+    const int vec = p.channels_last ? channels_per_thread<T>(p.channels, vector_accessed,
+                                                             p.mode == PoolMode::kMax ? indices : nullptr)
+                                    : 1;
+    return dispatch_mode(p.mode, [&](auto mode) {
+      return dispatch_vector_width<T>(vec, [&](auto vec_c) {
+        return dispatch_index_type(fits_32bit_indexing(p, largest_numel),
+                                   [&](auto index_tag) { return fn(type_tag, mode, vec_c, index_tag); });
+      });
+    });
+  });
+}
+
+template <typename IndexT>
+FlatIndexSplitter<IndexT> make_splitter(int64_t channels, int vec, int64_t h, int64_t w) {
+  return {Divider<IndexT>(static_cast<IndexT>(channels / vec)), Divider<IndexT>(static_cast<IndexT>(w)),
+          Divider<IndexT>(static_cast<IndexT>(h))};
+}
+
+Status check_launch() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed; }
+
+}  // namespace
+
+Status pool2d_forward_cuda(const Pool2dFwdParams& p, DType dtype, cudaStream_t stream) {
+  if (!geometry_is_valid(p)) return Status::kInvalidArgument;
+  const int64_t in_numel = p.batch * p.channels * p.in_h * p.in_w;
+  const int64_t out_numel = p.batch * p.channels * p.out_h * p.out_w;
+  if (out_numel == 0) return Status::kOk;
+  // A non-empty output needs a non-empty input; ATen rejects such calls too.
+  if (in_numel == 0 || (p.mode == PoolMode::kMax && p.indices == nullptr)) return Status::kInvalidArgument;
+
+  return dispatch_pool2d(dtype, p, std::max(in_numel, out_numel), {p.input, p.output}, p.indices,
+                         [&](auto type_tag, auto mode, auto vec_c, auto index_tag) {
+    using T = typename decltype(type_tag)::type;
+    using IndexT = typename decltype(index_tag)::type;
+    constexpr int kVec = decltype(vec_c)::value;
+    const uint64_t work = static_cast<uint64_t>(out_numel / kVec);
+    const auto splitter = make_splitter<IndexT>(p.channels, kVec, p.out_h, p.out_w);
+    if (p.channels_last) {
+      pool2d_forward_kernel<T, decltype(mode)::value, true, kVec, IndexT>
+          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+    } else if constexpr (kVec == 1) {
+      pool2d_forward_kernel<T, decltype(mode)::value, false, 1, IndexT>
+          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+    }
+    return check_launch();
+  });
+}
+
+Status pool2d_backward_cuda(const Pool2dBwdParams& p, DType dtype, cudaStream_t stream) {
+  if (!geometry_is_valid(p)) return Status::kInvalidArgument;
+  const int64_t in_numel = p.batch * p.channels * p.in_h * p.in_w;
+  const int64_t out_numel = p.batch * p.channels * p.out_h * p.out_w;
+  if (in_numel == 0) return Status::kOk;
+  if (out_numel > 0 && p.mode == PoolMode::kMax && p.indices == nullptr) return Status::kInvalidArgument;
+
+  return dispatch_pool2d(dtype, p, std::max(in_numel, out_numel), {p.grad_output, p.grad_input}, p.indices,
+                         [&](auto type_tag, auto mode, auto vec_c, auto index_tag) {
+    using T = typename decltype(type_tag)::type;
+    using IndexT = typename decltype(index_tag)::type;
+    constexpr int kVec = decltype(vec_c)::value;
+    const uint64_t work = static_cast<uint64_t>(in_numel / kVec);
+    const auto splitter = make_splitter<IndexT>(p.channels, kVec, p.in_h, p.in_w);
+    if (p.channels_last) {
+      pool2d_backward_kernel<T, decltype(mode)::value, true, kVec, IndexT>
+          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+    } else if constexpr (kVec == 1) {
+      pool2d_backward_kernel<T, decltype(mode)::value, false, 1, IndexT>
+          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+    }
+    return check_launch();
+  });
+}
+
+}  // namespace dlk
