@@ -36,10 +36,13 @@ def pair(op: str, name: str, value, *, minimum: int) -> tuple[int, int]:
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:
     """The memory format a 4-D tensor is (or is closest to): channels_last or contiguous (NCHW)."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
+    nchw, nhwc = x.is_contiguous(), x.is_contiguous(memory_format=torch.channels_last)
+    if nchw and nhwc:  # C == 1 or 1x1 planes: the exact strides tell, as torch's suggest_memory_format
+        n, c, h, w = x.shape
+        return torch.channels_last if x.stride() == (c * h * w, 1, w * c, c) != (c * h * w, h * w, w, 1) \
+            else torch.contiguous_format
+    if nchw or nhwc:
+        return torch.contiguous_format if nchw else torch.channels_last
     # Arbitrary strides: keep channels innermost if they already are, like torch's suggestion.
     return torch.channels_last if x.stride(1) < x.stride(3) else torch.contiguous_format
 

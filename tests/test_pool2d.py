@@ -147,10 +147,13 @@ def test_strided_input_is_accepted(backend):
                     lambda t: F.avg_pool2d(t, 3, 2, 1), x, exact_values=False)
 
 
-def test_global_average_pool_keeps_channels_last_gradient():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_global_average_pool_keeps_channels_last_gradient(backend):
     # 1x1 outputs are contiguous in both layouts; the gradient must still come back channels_last.
     x = in_layout(torch.randn(2, 8, 5, 5), "channels_last").requires_grad_()
-    dlkernels.adaptive_avg_pool2d(x, 1, backend="cpu").sum().backward()
+    out = dlkernels.adaptive_avg_pool2d(x, 1, backend=backend)
+    assert out.stride() == F.adaptive_avg_pool2d(x, 1).stride()
+    out.sum().backward()
     assert is_channels_last(x.grad)
     torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))
 

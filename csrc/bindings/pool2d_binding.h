@@ -22,15 +22,14 @@ inline DType to_dlk_dtype(const at::Tensor& t) {
   }
 }
 
-// Channels-last only when the tensor is not also NCHW-contiguous (C == 1 or 1x1 planes are both).
-inline bool is_channels_last(const at::Tensor& t) {
-  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-inline void check_layout(const at::Tensor& t, const char* name) {
+// The caller names the layout: tensors with C == 1 or 1x1 planes are contiguous in both, and only
+// the caller knows which one the outputs (and, in backward, grad_input) must have.
+inline at::MemoryFormat check_layout(const at::Tensor& t, const char* name, bool channels_last) {
   TORCH_CHECK(t.dim() == 4, "dlkernels pool2d: ", name, " must be 4-D, got ", t.dim(), "-D");
-  TORCH_CHECK(t.is_contiguous() || t.is_contiguous(at::MemoryFormat::ChannelsLast), "dlkernels pool2d: ",
-              name, " must be contiguous in NCHW or channels_last layout");
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_CHECK(t.is_contiguous(format), "dlkernels pool2d: ", name, " must be contiguous in ",
+              channels_last ? "channels_last" : "NCHW", " layout");
+  return format;
 }
 
 inline void fill_geometry(Pool2dParams& p, int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
@@ -51,13 +50,12 @@ inline void fill_geometry(Pool2dParams& p, int64_t mode, at::IntArrayRef kernel,
 inline std::tuple<at::Tensor, at::Tensor, Pool2dFwdParams> prepare_pool2d_forward(
     const at::Tensor& input, int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, at::IntArrayRef output_size, bool count_include_pad,
-    int64_t divisor_override) {
-  check_layout(input, "input");
+    int64_t divisor_override, bool channels_last) {
+  const auto format = check_layout(input, "input", channels_last);
   TORCH_CHECK(output_size.size() == 2, "dlkernels pool2d: output_size must have two entries");
   Pool2dFwdParams p;
   fill_geometry(p, mode, kernel, stride, padding, dilation, count_include_pad, divisor_override);
-  p.channels_last = is_channels_last(input);
-  const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  p.channels_last = channels_last;
   p.batch = input.size(0); p.channels = input.size(1);
   p.in_h = input.size(2); p.in_w = input.size(3);
   p.out_h = output_size[0]; p.out_w = output_size[1];
@@ -74,13 +72,12 @@ inline std::tuple<at::Tensor, at::Tensor, Pool2dFwdParams> prepare_pool2d_forwar
 inline std::tuple<at::Tensor, Pool2dBwdParams> prepare_pool2d_backward(
     const at::Tensor& grad_output, const at::Tensor& indices, int64_t mode, at::IntArrayRef input_size,
     at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-    bool count_include_pad, int64_t divisor_override) {
-  check_layout(grad_output, "grad_output");
+    bool count_include_pad, int64_t divisor_override, bool channels_last) {
+  const auto format = check_layout(grad_output, "grad_output", channels_last);
   TORCH_CHECK(input_size.size() == 2, "dlkernels pool2d: input_size must have two entries");
   Pool2dBwdParams p;
   fill_geometry(p, mode, kernel, stride, padding, dilation, count_include_pad, divisor_override);
-  p.channels_last = is_channels_last(grad_output);
-  const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  p.channels_last = channels_last;
   p.batch = grad_output.size(0); p.channels = grad_output.size(1);
   p.out_h = grad_output.size(2); p.out_w = grad_output.size(3);
   p.in_h = input_size[0]; p.in_w = input_size[1];
@@ -88,6 +85,7 @@ inline std::tuple<at::Tensor, Pool2dBwdParams> prepare_pool2d_backward(
     TORCH_CHECK(indices.scalar_type() == at::kLong && indices.sizes() == grad_output.sizes() &&
                     indices.strides() == grad_output.strides() && indices.device() == grad_output.device(),
                 "dlkernels pool2d: indices must be int64 with grad_output's shape, layout and device");
+    TORCH_CHECK(indices.is_contiguous(format), "dlkernels pool2d: indices must be contiguous like grad_output");
     p.indices = indices.data_ptr<int64_t>();
   }
   at::Tensor grad_input =

@@ -33,21 +33,19 @@ def _channels_last(x: Tensor) -> bool:
 
 
 def _empty_like_layout(x: Tensor, shape, channels_last: bool, dtype=None) -> Tensor:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
+    return torch.empty(shape, dtype=dtype or x.dtype, device=x.device, memory_format=_memory_format(channels_last))
 
 
-def _backward_output(grad_input: Tensor, channels_last: bool) -> Tensor:
-    # A grad_output with 1x1 planes is contiguous in both layouts, so a kernel cannot tell which
-    # layout the input had; restore it here (a no-op in every other case).
-    return as_layout(grad_input, torch.channels_last if channels_last else torch.contiguous_format)
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 # ----------------------------------------------------------------------------- max_pool2d
 @torch.library.custom_op("dlk::max_pool2d", mutates_args=())
 def _max_pool2d(x: Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
                 output_size: list[int], backend: str) -> tuple[Tensor, Tensor]:
-    return _implementation(backend).pool2d_forward(x, MAX, kernel, stride, padding, dilation, output_size, True, 0)
+    return _implementation(backend).pool2d_forward(x, MAX, kernel, stride, padding, dilation, output_size, True, 0,
+                                                   _channels_last(x))
 
 
 @_max_pool2d.register_fake
@@ -61,9 +59,8 @@ def _(x, kernel, stride, padding, dilation, output_size, backend):
 def _max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int], kernel: list[int],
                          stride: list[int], padding: list[int], dilation: list[int], channels_last: bool,
                          backend: str) -> Tensor:
-    grad_input = _implementation(backend).pool2d_backward(
-        grad_output, indices, MAX, input_size, kernel, stride, padding, dilation, True, 0)
-    return _backward_output(grad_input, channels_last)
+    return _implementation(backend).pool2d_backward(
+        grad_output, indices, MAX, input_size, kernel, stride, padding, dilation, True, 0, channels_last)
 
 
 @_max_pool2d_backward.register_fake
@@ -81,7 +78,7 @@ def _max_pool2d_setup_context(ctx, inputs, output):
 def _max_pool2d_grad(ctx, grad_output, _grad_indices):
     (indices,) = ctx.saved_tensors
     input_size, kernel, stride, padding, dilation, channels_last, backend = ctx.args
-    grad_output = as_layout(grad_output, torch.channels_last if channels_last else torch.contiguous_format)
+    grad_output = as_layout(grad_output, _memory_format(channels_last))
     grad_input = _max_pool2d_backward(grad_output, indices, input_size, kernel, stride, padding, dilation,
                                       channels_last, backend)
     return grad_input, None, None, None, None, None, None
@@ -95,7 +92,7 @@ _max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup_
 def _avg_pool2d(x: Tensor, kernel: list[int], stride: list[int], padding: list[int], output_size: list[int],
                 count_include_pad: bool, divisor_override: int, backend: str) -> Tensor:
     out, _ = _implementation(backend).pool2d_forward(x, AVG, kernel, stride, padding, NO_DILATION, output_size,
-                                                     count_include_pad, divisor_override)
+                                                     count_include_pad, divisor_override, _channels_last(x))
     return out
 
 
@@ -109,10 +106,9 @@ def _avg_pool2d_backward(grad_output: Tensor, input_size: list[int], kernel: lis
                          padding: list[int], count_include_pad: bool, divisor_override: int,
                          channels_last: bool, backend: str) -> Tensor:
     no_indices = torch.empty(0, dtype=torch.int64, device=grad_output.device)
-    grad_input = _implementation(backend).pool2d_backward(
+    return _implementation(backend).pool2d_backward(
         grad_output, no_indices, AVG, input_size, kernel, stride, padding, NO_DILATION, count_include_pad,
-        divisor_override)
-    return _backward_output(grad_input, channels_last)
+        divisor_override, channels_last)
 
 
 @_avg_pool2d_backward.register_fake
@@ -129,7 +125,7 @@ def _avg_pool2d_setup_context(ctx, inputs, output):
 
 def _avg_pool2d_grad(ctx, grad_output):
     input_size, kernel, stride, padding, count_include_pad, divisor_override, channels_last, backend = ctx.args
-    grad_output = as_layout(grad_output, torch.channels_last if channels_last else torch.contiguous_format)
+    grad_output = as_layout(grad_output, _memory_format(channels_last))
     grad_input = _avg_pool2d_backward(grad_output, input_size, kernel, stride, padding, count_include_pad,
                                       divisor_override, channels_last, backend)
     return grad_input, None, None, None, None, None, None, None
@@ -144,7 +140,8 @@ _ADAPTIVE_GEOMETRY = ([1, 1], [1, 1], [0, 0], NO_DILATION)  # kernel, stride, pa
 
 @torch.library.custom_op("dlk::adaptive_avg_pool2d", mutates_args=())
 def _adaptive_avg_pool2d(x: Tensor, output_size: list[int], backend: str) -> Tensor:
-    out, _ = _implementation(backend).pool2d_forward(x, ADAPTIVE_AVG, *_ADAPTIVE_GEOMETRY, output_size, True, 0)
+    out, _ = _implementation(backend).pool2d_forward(x, ADAPTIVE_AVG, *_ADAPTIVE_GEOMETRY, output_size, True, 0,
+                                                     _channels_last(x))
     return out
 
 
@@ -157,9 +154,8 @@ def _(x, output_size, backend):
 def _adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: list[int], channels_last: bool,
                                   backend: str) -> Tensor:
     no_indices = torch.empty(0, dtype=torch.int64, device=grad_output.device)
-    grad_input = _implementation(backend).pool2d_backward(
-        grad_output, no_indices, ADAPTIVE_AVG, input_size, *_ADAPTIVE_GEOMETRY, True, 0)
-    return _backward_output(grad_input, channels_last)
+    return _implementation(backend).pool2d_backward(
+        grad_output, no_indices, ADAPTIVE_AVG, input_size, *_ADAPTIVE_GEOMETRY, True, 0, channels_last)
 
 
 @_adaptive_avg_pool2d_backward.register_fake
@@ -174,7 +170,7 @@ def _adaptive_avg_pool2d_setup_context(ctx, inputs, output):
 
 def _adaptive_avg_pool2d_grad(ctx, grad_output):
     input_size, channels_last, backend = ctx.args
-    grad_output = as_layout(grad_output, torch.channels_last if channels_last else torch.contiguous_format)
+    grad_output = as_layout(grad_output, _memory_format(channels_last))
     return _adaptive_avg_pool2d_backward(grad_output, input_size, channels_last, backend), None, None
 
 
