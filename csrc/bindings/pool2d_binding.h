@@ -7,26 +7,16 @@
 
 #include <tuple>
 
+#include "binding_common.h"
 #include "dlk/pool2d.h"
 
 namespace dlk::binding {
-
-inline DType to_dlk_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kHalf: return DType::kFloat16;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kFloat: return DType::kFloat32;
-    case at::kDouble: return DType::kFloat64;
-    default: TORCH_CHECK(false, "dlkernels: unsupported dtype ", t.scalar_type(),
-                         " (expected float16, bfloat16, float32 or float64)");
-  }
-}
 
 // The caller names the layout: tensors with C == 1 or 1x1 planes are contiguous in both, and only
 // the caller knows which one the outputs (and, in backward, grad_input) must have.
 inline at::MemoryFormat check_layout(const at::Tensor& t, const char* name, bool channels_last) {
   TORCH_CHECK(t.dim() == 4, "dlkernels pool2d: ", name, " must be 4-D, got ", t.dim(), "-D");
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = memory_format_for(channels_last);
   TORCH_CHECK(t.is_contiguous(format), "dlkernels pool2d: ", name, " must be contiguous in ",
               channels_last ? "channels_last" : "NCHW", " layout");
   return format;
@@ -93,13 +83,6 @@ inline std::tuple<at::Tensor, Pool2dBwdParams> prepare_pool2d_backward(
   p.grad_output = grad_output.data_ptr();
   p.grad_input = grad_input.data_ptr();
   return {grad_input, p};
-}
-
-inline void check_status(Status status, const char* op) {
-  TORCH_CHECK(status == Status::kOk, "dlkernels ", op, " failed: ",
-              status == Status::kUnsupportedDType ? "unsupported dtype"
-              : status == Status::kInvalidArgument ? "invalid argument"
-                                                    : "kernel launch failed");
 }
 
 }  // namespace dlk::binding

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "dispatch.h"
 #include "dlk/half.h"
 
 namespace dlk {
@@ -111,28 +112,17 @@ void backward(const Pool2dBwdParams& p) {
   }
 }
 
-template <template <typename> class Fn, typename Params>
-Status dispatch(DType dtype, const Params& params) {
-  switch (dtype) {
-    case DType::kFloat16: Fn<Float16>::run(params); return Status::kOk;
-    case DType::kBFloat16: Fn<BFloat16>::run(params); return Status::kOk;
-    case DType::kFloat32: Fn<float>::run(params); return Status::kOk;
-    case DType::kFloat64: Fn<double>::run(params); return Status::kOk;
-  }
-  return Status::kUnsupportedDType;
-}
-
 template <typename T> struct Forward { static void run(const Pool2dFwdParams& p) { forward<T>(p); } };
 template <typename T> struct Backward { static void run(const Pool2dBwdParams& p) { backward<T>(p); } };
 
 }  // namespace
 
 Status pool2d_forward_cpu(const Pool2dFwdParams& params, DType dtype) {
-  return dispatch<Forward>(dtype, params);
+  return dispatch_cpu<Forward>(dtype, params);
 }
 
 Status pool2d_backward_cpu(const Pool2dBwdParams& params, DType dtype) {
-  return dispatch<Backward>(dtype, params);
+  return dispatch_cpu<Backward>(dtype, params);
 }
 
 }  // namespace dlk
