@@ -6,6 +6,7 @@ preference for the tensor's device.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 
@@ -100,3 +101,16 @@ def resolve_backend(op: str, backend: str, device: torch.device, preference: dic
             return candidate
         reasons.append(f"{candidate}: {reason}")
     raise RuntimeError(f"{op}: no backend can run on {device.type} tensors ({'; '.join(reasons) or 'unsupported device'})")
+
+
+def implementation(family: str, backend: str):
+    """The object whose functions implement op family `family` on a concrete `backend`.
+
+    The C++ ops (torch.ops.dlk_C, CPU and CUDA kernels behind one dispatcher) and the Triton
+    launchers (triton_kernels/<family>.py) share names and argument lists, so callers need not care.
+    """
+    if backend == "triton":
+        return importlib.import_module(f"triton_kernels.{family}")
+    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
+
+    return torch.ops.dlk_C

@@ -1,4 +1,5 @@
 """Drop-in modules: torch.nn's constructor arguments and state_dict keys, plus keyword `backend`."""
+from dlkernels.nn.batch_norm import BatchNormAddReLU2d, BatchNormReLU2d
 from dlkernels.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNormAddReLU2d", "BatchNormReLU2d", "MaxPool2d"]

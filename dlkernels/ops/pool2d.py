@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dlkernels._backends import resolve_backend
+from dlkernels._backends import implementation, resolve_backend
 from dlkernels._validation import as_layout, check_tensor, layout_of, pair
 
 MAX, AVG, ADAPTIVE_AVG = 0, 1, 2  # dlk::PoolMode in csrc/include/dlk/pool2d.h
@@ -18,14 +18,7 @@ NO_DILATION = [1, 1]
 
 
 def _implementation(backend: str):
-    """The module-like object whose pool2d_forward/pool2d_backward run on `backend`."""
-    if backend == "triton":
-        import triton_kernels.pool2d as triton_pool2d
-
-        return triton_pool2d
-    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
-
-    return torch.ops.dlk_C
+    return implementation("pool2d", backend)
 
 
 def _channels_last(x: Tensor) -> bool:

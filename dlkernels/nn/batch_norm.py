@@ -1,0 +1,47 @@
+"""BatchNorm2d fused with ReLU (and a residual add): torch.nn.BatchNorm2d's arguments and state_dict."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from dlkernels.ops.batch_norm import batch_norm_relu
+
+
+class BatchNormReLU2d(nn.BatchNorm2d):
+    """relu(BatchNorm2d(x)); `activation=None` makes it a plain BatchNorm2d drop-in.
+
+    Subclassing nn.BatchNorm2d keeps weight, bias, running_mean, running_var and
+    num_batches_tracked, so a torch.nn.BatchNorm2d state_dict loads unchanged.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None, *, activation: str | None = "relu", backend: str = "auto"):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.activation = activation
+        self.backend = backend
+
+    def _normalize(self, input: Tensor, residual: Tensor | None) -> Tensor:
+        self._check_input_dim(input)
+        # Same bookkeeping as torch.nn.modules.batchnorm._BatchNorm.forward.
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_running = not self.training or self.track_running_stats
+        return batch_norm_relu(input, self.running_mean if keep_running else None,
+                               self.running_var if keep_running else None, self.weight, self.bias,
+                               use_batch_stats, momentum, self.eps, residual=residual,
+                               activation=self.activation, backend=self.backend)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._normalize(input, None)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", activation={self.activation!r}"
+
+
+class BatchNormAddReLU2d(BatchNormReLU2d):
+    """relu(BatchNorm2d(x) + residual): ResNet's bn -> add -> relu in one pass."""
+
+    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
+        return self._normalize(input, residual)

@@ -1,0 +1,180 @@
+"""Fused BatchNorm (+ residual) (+ ReLU): y = act(batch_norm(x) + residual), forward and backward.
+
+Two custom ops carry it:
+- dlk::batch_norm_stats computes per-channel mean and 1/std of a batch and updates the running
+  statistics in place (it mutates, so it has no autograd formula; it runs on a detached input);
+- dlk::batch_norm_relu normalises with given statistics. With batch_stats=True the statistics are
+  those of `input` itself and its backward includes their dependence on `input` (BatchNorm's
+  training gradient); with batch_stats=False they are constants (eval mode).
+Every backend implements the four steps of csrc/bindings/batch_norm.cpp under the same names.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dlkernels._backends import implementation, resolve_backend
+from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of
+
+ACTIVATIONS = ("relu", None)
+
+
+def _impl(backend: str):
+    return implementation("batch_norm", backend)
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("dlk::batch_norm_stats", mutates_args=("running_mean", "running_var"))
+def _batch_norm_stats(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
+                      eps: float, channels_last: bool, backend: str) -> tuple[Tensor, Tensor]:
+    return _impl(backend).batch_norm_stats(x, running_mean, running_var, momentum, eps, channels_last)
+
+
+@_batch_norm_stats.register_fake
+def _(x, running_mean, running_var, momentum, eps, channels_last, backend):
+    stat = x.new_empty(x.shape[1], dtype=_stat_dtype(x.dtype))
+    return stat, torch.empty_like(stat)
+
+
+@torch.library.custom_op("dlk::batch_norm_relu", mutates_args=())
+def _batch_norm_relu(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None,
+                     residual: Tensor | None, batch_stats: bool, relu: bool, channels_last: bool,
+                     backend: str) -> Tensor:
+    return _impl(backend).batch_norm_apply(x, mean, invstd, weight, bias, residual, relu, channels_last)
+
+
+@_batch_norm_relu.register_fake
+def _(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
+    return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@torch.library.custom_op("dlk::batch_norm_relu_backward", mutates_args=())
+def _batch_norm_relu_backward(grad_output: Tensor, output: Tensor | None, x: Tensor, mean: Tensor, invstd: Tensor,
+                              weight: Tensor | None, batch_stats: bool, relu: bool, want_grad_residual: bool,
+                              channels_last: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    impl = _impl(backend)
+    sum_dy, sum_dy_xhat = impl.batch_norm_backward_reduce(grad_output, output, x, mean, invstd, relu, channels_last)
+    grad_input, grad_residual = impl.batch_norm_backward_apply(
+        grad_output, output, x, mean, invstd, weight, sum_dy, sum_dy_xhat, batch_stats, relu, want_grad_residual,
+        channels_last)
+    # d/dweight = sum(g * xhat), d/dbias = sum(g): the two reductions the input gradient needed anyway.
+    return grad_input, sum_dy_xhat, sum_dy, grad_residual
+
+
+@_batch_norm_relu_backward.register_fake
+def _(grad_output, output, x, mean, invstd, weight, batch_stats, relu, want_grad_residual, channels_last, backend):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    grad_residual = torch.empty_like(x, memory_format=fmt) if want_grad_residual else x.new_empty(0)
+    return torch.empty_like(x, memory_format=fmt), torch.empty_like(mean), torch.empty_like(mean), grad_residual
+
+
+def _setup_context(ctx, inputs, output):
+    x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend = inputs
+    ctx.save_for_backward(x, mean, invstd, weight, output if relu else None)
+    ctx.options = (batch_stats, relu, channels_last, backend, residual is not None)
+
+
+def _backward(ctx, grad_output):
+    x, mean, invstd, weight, output = ctx.saved_tensors
+    batch_stats, relu, channels_last, backend, has_residual = ctx.options
+    grad_output = as_layout(grad_output, torch.channels_last if channels_last else torch.contiguous_format)
+    grad_input, grad_weight, grad_bias, grad_residual = _batch_norm_relu_backward(
+        grad_output, output, x, mean, invstd, weight, batch_stats, relu, has_residual and ctx.needs_input_grad[5],
+        channels_last, backend)
+    needs = ctx.needs_input_grad
+    return (grad_input if needs[0] else None, None, None, grad_weight if needs[3] else None,
+            grad_bias if needs[4] else None, grad_residual if needs[5] else None, None, None, None, None)
+
+
+_batch_norm_relu.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------- public API
+def _check_per_channel(name: str, value, channels: int, device: torch.device) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Tensor):
+        raise TypeError(f"batch_norm_relu: {name} must be a torch.Tensor or None, got {type(value).__name__}")
+    if value.shape != (channels,):
+        raise ValueError(f"batch_norm_relu: {name} must have shape ({channels},) to match the input's channels, "
+                         f"got {tuple(value.shape)}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"batch_norm_relu: {name} has unsupported dtype {value.dtype}")
+    if value.device != device:
+        raise ValueError(f"batch_norm_relu: {name} is on {value.device} but input is on {device}")
+
+
+def _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation):
+    op = "batch_norm_relu"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() not in (2, 3, 4):
+        raise ValueError(f"{op}: input must be 2-D, 3-D or 4-D (N, C, ...), got shape {tuple(input.shape)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: input has unsupported dtype {input.dtype}; supported: float16, bfloat16, "
+                        "float32, float64")
+    if input.numel() == 0:
+        raise ValueError(f"{op}: input must not be empty, got shape {tuple(input.shape)}")
+    channels = input.shape[1]
+    for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                        ("bias", bias)):
+        _check_per_channel(name, value, channels, input.device)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{op}: running_mean and running_var must both be given or both be None")
+    if not training and running_mean is None:
+        raise ValueError(f"{op}: running_mean and running_var are required when training=False")
+    if training and input.numel() // channels <= 1:
+        raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
+                         f"{tuple(input.shape)}")
+    if residual is not None:
+        if not isinstance(residual, Tensor):
+            raise TypeError(f"{op}: residual must be a torch.Tensor or None, got {type(residual).__name__}")
+        if residual.shape != input.shape or residual.dtype != input.dtype or residual.device != input.device:
+            raise ValueError(f"{op}: residual must match the input's shape, dtype and device; got "
+                             f"{tuple(residual.shape)} {residual.dtype} on {residual.device} for input "
+                             f"{tuple(input.shape)} {input.dtype} on {input.device}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be 'relu' or None, got {activation!r}")
+    if not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
+    if float(eps) < 0:
+        raise ValueError(f"{op}: eps must be >= 0, got {eps}")
+
+
+def batch_norm_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                    weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
+                    momentum: float = 0.1, eps: float = 1e-5, *, residual: Tensor | None = None,
+                    activation: str | None = "relu", backend: str = "auto") -> Tensor:
+    """act(F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps) + residual).
+
+    Running statistics are updated in place when training, exactly as torch does (unbiased variance).
+    Statistics and parameters are computed in fp32 (fp64 for float64 input) whatever their dtype.
+    """
+    _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation)
+    backend = resolve_backend("batch_norm_relu", backend, input.device)
+    shape = input.shape
+    # (N, C) and (N, C, L) inputs are (N, C, L, 1) images for the kernels.
+    x = input.reshape(*shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
+    channels_last = layout_of(x) == torch.channels_last
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = as_layout(x, fmt)
+    res = None if residual is None else as_layout(residual.reshape(x.shape), fmt)
+    stat_dtype = _stat_dtype(x.dtype)
+    as_stat = (lambda t: None if t is None else t.to(stat_dtype))  # differentiable cast for half parameters
+    if training:
+        stats_mean, stats_var = as_stat(running_mean), as_stat(running_var)
+        mean, invstd = _batch_norm_stats(x.detach(), stats_mean, stats_var, float(momentum), float(eps),
+                                         channels_last, backend)
+        for running, updated in ((running_mean, stats_mean), (running_var, stats_var)):
+            if running is not None and updated is not running:
+                with torch.no_grad():
+                    running.copy_(updated)
+    else:
+        mean = running_mean.detach().to(stat_dtype)
+        invstd = torch.rsqrt(running_var.detach().to(stat_dtype) + eps)
+    out = _batch_norm_relu(x, mean, invstd, as_stat(weight), as_stat(bias), res, bool(training),
+                           activation == "relu", channels_last, backend)
+    return out.reshape(shape) if input.dim() < 4 else out
