@@ -12,6 +12,8 @@ module exposes:
         returns the output (fwd) or the input gradient (bwd). Inputs are made once, in build.
     ideal_bytes(case, direction) -> int
         bytes an ideal kernel reads plus writes for that call.
+    EXTRA_BASELINES (optional) further reference implementations build() knows, e.g. "torch_compile";
+        timed beside "torch" on a GPU, each with its speedup against "torch".
 Inputs are drawn in float16 and then cast, so a case in any dtype sees the same values: the
 correctness matrix compares a low-precision run with a float64 reference of the identical input.
 """
@@ -21,7 +23,7 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-OP_MODULES = {"pool2d": "dlkernels.bench.pool2d"}
+OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -59,9 +59,9 @@ def run_gpu(modules, args) -> bool:
           f"commit {environment['commit']}{' (dirty)' if environment['dirty'] else ''}")
     copy_gbs = timing.copy_bandwidth_gbs()
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s")
-    backends = [REFERENCE, *dlkernels.available_backends("cuda")]
     all_ok = True
     for module in modules:
+        backends = [REFERENCE, *getattr(module, "EXTRA_BASELINES", ()), *dlkernels.available_backends("cuda")]
         jobs = [(case, direction, backend) for case in module.CASES for direction in DIRECTIONS for backend in backends]
         records, reference_ms, reference_out = [], None, None
         for case, direction, backend in progress(jobs, module.FAMILY):
