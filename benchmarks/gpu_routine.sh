@@ -37,11 +37,11 @@ install_missing() {  # pip-installs only what the machine's python cannot import
     [ ${#missing[@]} -eq 0 ] || "$PY" -m pip install "${missing[@]}"
 }
 
-sanitizer() {  # sanitizer TOOL: one compute-sanitizer pass over the pooling ops' CUDA backend
+sanitizer() {  # sanitizer TOOL: one compute-sanitizer pass over every op family's CUDA backend
     local binary
     binary="$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")"
     [ -x "$binary" ] || { echo "compute-sanitizer not found"; return 1; }
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$binary" --tool "$1" --error-exitcode 1 "$PY" benchmarks/sanitize_pool2d.py
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$binary" --tool "$1" --error-exitcode 1 "$PY" benchmarks/sanitize.py
 }
 
 SETUP="$OUT/setup.log"
