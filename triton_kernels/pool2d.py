@@ -15,11 +15,12 @@ window can contain it (pool_output_range) and writes once, so it needs no atomic
 deterministic.
 """
 
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from triton_kernels._common import autotune_configs, cast_for_store
 
 MODE_MAX, MODE_AVG, MODE_ADAPTIVE_AVG = 0, 1, 2
 
@@ -29,18 +30,14 @@ _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64
 # flight per SM, so a few sizes and warp counts cover the shapes that matter. The first config
 # is the only one used by the interpreter, which cannot benchmark; it stays small so the
 # interpreter is quick on small shapes.
-_CONFIGS = [
+_CONFIGS = autotune_configs([
     triton.Config({"BLOCK": 512}, num_warps=4),
     triton.Config({"BLOCK": 1024}, num_warps=4),
     triton.Config({"BLOCK": 2048}, num_warps=4),
     triton.Config({"BLOCK": 2048}, num_warps=8),
     triton.Config({"BLOCK": 4096}, num_warps=8),
-]
-if os.environ.get("TRITON_INTERPRET") == "1":
-    _CONFIGS = _CONFIGS[:1]
+])
 _MAX_BLOCK = max(config.kwargs["BLOCK"] for config in _CONFIGS)
-# The interpreter truncates fp32 -> bf16 where the GPU rounds to nearest even.
-_INTERPRETING = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 # The geometry decides the best tile. Only `channels` is specialised (its divisibility lets
 # channels_last tiles use vector loads); everything else would only multiply compilations. The
@@ -55,18 +52,6 @@ _UNSPECIALIZED = ["num_pixels", "in_h", "in_w", "out_h", "out_w", "kernel_h", "k
 
 # Channels per tile in channels_last: wide enough for full 128-byte rows at fp32/fp16.
 _MAX_BLOCK_C = 64
-
-
-@triton.jit
-def _cast_for_store(x, dtype: tl.constexpr):
-    # Rounds to nearest even under the interpreter too, so CPU tests see what the GPU stores.
-    if _INTERPRETING and dtype == tl.bfloat16:
-        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
-        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        rounded = tl.where(x != x, 0x7FC0, rounded)
-        return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(dtype)
 
 
 # --- window math, mirroring csrc/include/dlk/pool2d.h -----------------------------------------
@@ -207,11 +192,11 @@ def _pool2d_fwd_kernel(
 
     out_offsets = _pixel_offset(outer, oh, ow, out_h, out_w, channels, CHANNELS_LAST)[:, None] + ch[None, :]
     if MODE == 0:
-        tl.store(output_ptr + out_offsets, _cast_for_store(best, output_ptr.dtype.element_ty), mask=tile_mask)
+        tl.store(output_ptr + out_offsets, cast_for_store(best, output_ptr.dtype.element_ty), mask=tile_mask)
         tl.store(indices_ptr + out_offsets, best_index.to(tl.int64), mask=tile_mask)
     else:
         mean = tl.where(empty[:, None], 0.0, total / divisor)
-        tl.store(output_ptr + out_offsets, _cast_for_store(mean, output_ptr.dtype.element_ty), mask=tile_mask)
+        tl.store(output_ptr + out_offsets, cast_for_store(mean, output_ptr.dtype.element_ty), mask=tile_mask)
 
 
 # --- backward ---------------------------------------------------------------------------------
@@ -285,7 +270,7 @@ def _pool2d_bwd_kernel(
 
     in_offsets = _pixel_offset(outer, h, w, in_h, in_w, channels, CHANNELS_LAST)[:, None] + ch[None, :]
     tile_mask = pix_mask[:, None] & ch_mask[None, :]
-    tl.store(grad_input_ptr + in_offsets, _cast_for_store(grad, grad_input_ptr.dtype.element_ty), mask=tile_mask)
+    tl.store(grad_input_ptr + in_offsets, cast_for_store(grad, grad_input_ptr.dtype.element_ty), mask=tile_mask)
 
 
 # --- launchers --------------------------------------------------------------------------------
