@@ -2,39 +2,62 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 
 from torch import nn
 
 import dlkernels.nn as dnn
 
-# torch.nn class -> dlkernels class. Exact types only: a user's subclass may change forward().
-DROP_INS: dict[type, type] = {
-    nn.MaxPool2d: dnn.MaxPool2d,
-    nn.AvgPool2d: dnn.AvgPool2d,
-    nn.AdaptiveAvgPool2d: dnn.AdaptiveAvgPool2d,
+# torch.nn class -> (dlkernels class, extra constructor arguments). Exact types only: a user's
+# subclass may change forward().
+DROP_INS: dict[type, tuple[type, dict]] = {
+    nn.MaxPool2d: (dnn.MaxPool2d, {}),
+    nn.AvgPool2d: (dnn.AvgPool2d, {}),
+    nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
+    nn.BatchNorm2d: (dnn.BatchNormReLU2d, {"activation": None}),
 }
+# Constructor arguments that are not attributes of the module: taken from its tensors instead.
+_NOT_ATTRIBUTES = ("self", "backend", "activation", "device", "dtype")
 
 
 def _constructor_args(module: nn.Module, cls: type) -> dict:
-    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "backend")]
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in _NOT_ATTRIBUTES]
     return {name: getattr(module, name) for name in names}
 
 
-def _replace(module: nn.Module, cls: type, backend: str) -> nn.Module:
-    new = cls(**_constructor_args(module, cls), backend=backend)
+def _replace(module: nn.Module, cls: type, extra: dict, backend: str) -> nn.Module:
+    new = cls(**_constructor_args(module, cls), **extra, backend=backend)
+    floating = [t for t in itertools.chain(module.parameters(), module.buffers()) if t.is_floating_point()]
+    if floating:  # keep the original's device and dtype (num_batches_tracked stays int64)
+        new.to(device=floating[0].device, dtype=floating[0].dtype)
     new.load_state_dict(module.state_dict())
     return new.train(module.training)
+
+
+def _fuse_batch_norm_relu(model: nn.Sequential) -> None:
+    """In a Sequential, BatchNorm2d then ReLU becomes one fused module and an Identity (same keys)."""
+    children = list(model.named_children())
+    for (name, child), (next_name, following) in zip(children, children[1:]):
+        if type(child) is dnn.BatchNormReLU2d and child.activation is None and type(following) is nn.ReLU:
+            child.activation = "relu"
+            setattr(model, next_name, nn.Identity())
 
 
 def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     """Return `model` with every supported torch.nn module swapped for its drop-in (in place for children).
 
-    Parameters and buffers are carried over through load_state_dict, so outputs and state_dict keys
-    are unchanged; modules without a drop-in are left as they are.
+    Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; BatchNorm2d
+    directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
+    drop-in are left as they are.
     """
-    replacement = DROP_INS.get(type(model))
-    if replacement is not None:
-        return _replace(model, replacement, backend)
+    if type(model) in DROP_INS:
+        cls, extra = DROP_INS[type(model)]
+        return _replace(model, cls, extra, backend)
     for name, child in model.named_children():
         setattr(model, name, convert(child, backend=backend))
+    if isinstance(model, nn.Sequential):
+        _fuse_batch_norm_relu(model)
     return model
+
+
+__all__ = ["DROP_INS", "convert"]

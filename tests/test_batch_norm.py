@@ -230,3 +230,18 @@ GPU_SHAPES = [(32, 64, 112, 112), (32, 256, 56, 56), (32, 512, 28, 28), (32, 204
 @pytest.mark.parametrize("training,residual", [(True, False), (True, True), (False, True)], ids=str)
 def test_gpu_matches_reference(backend, dtype, layout, shape, training, residual):
     _check(backend, shape, dtype, layout, training, True, residual, "relu", 0.1, device="cuda")
+
+
+def test_convert_fuses_batch_norm_relu_in_sequential():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.BatchNorm2d(6), torch.nn.ReLU(),
+                                torch.nn.BatchNorm2d(6)).double()
+    model.train()(torch.randn(4, 3, 8, 8, dtype=torch.float64))  # non-trivial running statistics
+    keys, x = model.state_dict().keys(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    expected = model.eval()(x)
+    converted = dlkernels.convert(model, backend="cpu")
+    assert isinstance(converted[1], dlkernels.nn.BatchNormReLU2d) and converted[1].activation == "relu"
+    assert isinstance(converted[2], torch.nn.Identity)
+    assert converted[3].activation is None and converted[3].running_mean.dtype == torch.float64
+    assert converted.state_dict().keys() == keys
+    torch.testing.assert_close(converted(x), expected)
