@@ -1,6 +1,7 @@
 """Pieces every Triton op file shares."""
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -25,3 +26,27 @@ def cast_for_store(x, dtype: tl.constexpr):
         return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(dtype)
+
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def accumulator_dtype(dtype: torch.dtype):
+    """fp32 accumulation for every dtype but float64."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def check_4d(op: str, name: str, tensor, channels_last: bool) -> None:
+    """A 4-D tensor of a supported dtype, contiguous in the layout the caller chose."""
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"{op} (triton): {name} dtype must be one of float16, bfloat16, float32, float64, "
+                         f"got {getattr(tensor, 'dtype', type(tensor).__name__)}")
+    if tensor.dim() != 4:
+        raise ValueError(f"{op} (triton): {name} must be 4-D (N, C, H, W), got shape {tuple(tensor.shape)}")
+    if not tensor.is_contiguous(memory_format=memory_format(channels_last)):
+        raise ValueError(f"{op} (triton): {name} must be contiguous in "
+                         f"{'channels_last' if channels_last else 'NCHW'} layout, got strides {tensor.stride()}")

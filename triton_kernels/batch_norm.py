@@ -24,9 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import INTERPRETING, autotune_configs, cast_for_store
-
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, check_4d,
+                                    memory_format)
 
 # Tile sizes in elements (BLOCK = ROWS * INNER). Every kernel here is memory bound: the tile only
 # has to keep enough bytes in flight per SM. The first config is the only one the interpreter
@@ -406,33 +405,14 @@ def _bn_backward_apply_kernel(
 
 # --- launchers --------------------------------------------------------------------------------
 
-def _memory_format(channels_last):
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
 def _stat_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _accumulator_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _check_input(input, channels_last):
-    if not isinstance(input, torch.Tensor) or input.dtype not in _SUPPORTED_DTYPES:
-        raise ValueError("batch_norm (triton): input dtype must be one of float16, bfloat16, float32, float64, "
-                         f"got {getattr(input, 'dtype', type(input).__name__)}")
-    if input.dim() != 4:
-        raise ValueError(f"batch_norm (triton): input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
-    if not input.is_contiguous(memory_format=_memory_format(channels_last)):
-        raise ValueError(f"batch_norm (triton): input must be contiguous in "
-                         f"{'channels_last' if channels_last else 'NCHW'} layout, got strides {input.stride()}")
 
 
 def _check_like_input(tensor, input, name, channels_last):
     if (not isinstance(tensor, torch.Tensor) or tensor.shape != input.shape or tensor.dtype != input.dtype
             or tensor.device != input.device
-            or not tensor.is_contiguous(memory_format=_memory_format(channels_last))):
+            or not tensor.is_contiguous(memory_format=memory_format(channels_last))):
         raise ValueError(f"batch_norm (triton): {name} must have the input's shape {tuple(input.shape)}, dtype "
                          f"{input.dtype}, layout and device, got {_describe(tensor)}")
 
@@ -532,7 +512,7 @@ def batch_norm_stats(input, running_mean, running_var, momentum, eps, channels_l
     Updates running_mean / running_var (either may be None) in place as torch does, with the
     unbiased variance. Deterministic.
     """
-    _check_input(input, channels_last)
+    check_4d("batch_norm", "input", input, channels_last)
     batch, channels, spatial, channels_last = _geometry(input, channels_last)
     stat_dtype = _stat_dtype(input.dtype)
     mean = torch.empty(channels, dtype=stat_dtype, device=input.device)
@@ -544,7 +524,7 @@ def batch_norm_stats(input, running_mean, running_var, momentum, eps, channels_l
         return mean, invstd
 
     num_rows = batch * spatial
-    acc_dtype = _accumulator_dtype(input.dtype)
+    acc_dtype = accumulator_dtype(input.dtype)
     c_programs, num_chunks = _split(input, channels_last)
     partial = torch.empty((3, num_chunks, channels), dtype=stat_dtype, device=input.device)
     if num_rows == 0:
@@ -573,7 +553,7 @@ def _elementwise_grid(num_rows, channels, spatial, inner, channels_last):
 
 def batch_norm_apply(input, mean, invstd, weight, bias, residual, relu, channels_last):
     """act((input - mean) * invstd * weight + bias + residual), act = ReLU or identity."""
-    _check_input(input, channels_last)
+    check_4d("batch_norm", "input", input, channels_last)
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
     for tensor, name in ((weight, "weight"), (bias, "bias")):
@@ -581,7 +561,7 @@ def batch_norm_apply(input, mean, invstd, weight, bias, residual, relu, channels
             _check_per_channel(tensor, input, name)
     if residual is not None:
         _check_like_input(residual, input, "residual", channels_last)
-    output = torch.empty_like(input, memory_format=_memory_format(channels_last))
+    output = torch.empty_like(input, memory_format=memory_format(channels_last))
     if output.numel() == 0:
         return output
 
@@ -595,13 +575,13 @@ def batch_norm_apply(input, mean, invstd, weight, bias, residual, relu, channels
         num_rows, channels, spatial,
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
         RELU=bool(relu), CHANNELS_LAST=channels_last, INDEX_64=_needs_int64(input.numel(), channels, spatial),
-        ACC_DTYPE=_accumulator_dtype(input.dtype), INNER=inner,
+        ACC_DTYPE=accumulator_dtype(input.dtype), INNER=inner,
     )
     return output
 
 
 def _check_backward_inputs(grad_output, output, input, mean, invstd, relu, channels_last):
-    _check_input(input, channels_last)
+    check_4d("batch_norm", "input", input, channels_last)
     _check_like_input(grad_output, input, "grad_output", channels_last)
     if relu:
         if output is None:
@@ -623,7 +603,7 @@ def batch_norm_backward_reduce(grad_output, output, input, mean, invstd, relu, c
         return sum_dy, sum_dy_xhat
 
     num_rows = batch * spatial
-    acc_dtype = _accumulator_dtype(input.dtype)
+    acc_dtype = accumulator_dtype(input.dtype)
     c_programs, num_chunks = _split(input, channels_last)
     partial = torch.empty((2, num_chunks, channels), dtype=stat_dtype, device=input.device)
     if num_rows == 0:
@@ -651,10 +631,10 @@ def batch_norm_backward_apply(grad_output, output, input, mean, invstd, weight, 
         _check_per_channel(weight, input, "weight")
     _check_per_channel(sum_dy, input, "sum_dy")
     _check_per_channel(sum_dy_xhat, input, "sum_dy_xhat")
-    memory_format = _memory_format(channels_last)
-    grad_input = torch.empty_like(input, memory_format=memory_format)
+    fmt = memory_format(channels_last)
+    grad_input = torch.empty_like(input, memory_format=fmt)
     if want_grad_residual:
-        grad_residual = torch.empty_like(input, memory_format=memory_format)
+        grad_residual = torch.empty_like(input, memory_format=fmt)
     else:
         grad_residual = torch.empty(0, dtype=input.dtype, device=input.device)
     if grad_input.numel() == 0:
@@ -670,7 +650,7 @@ def batch_norm_backward_apply(grad_output, output, input, mean, invstd, weight, 
         num_rows, channels, spatial, batch * spatial,
         HAS_WEIGHT=weight is not None, TRAINING=bool(training), RELU=bool(relu),
         WANT_GRAD_RESIDUAL=bool(want_grad_residual), CHANNELS_LAST=channels_last,
-        INDEX_64=_needs_int64(input.numel(), channels, spatial), ACC_DTYPE=_accumulator_dtype(input.dtype),
+        INDEX_64=_needs_int64(input.numel(), channels, spatial), ACC_DTYPE=accumulator_dtype(input.dtype),
         INNER=inner,
     )
     return grad_input, grad_residual

@@ -20,11 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import autotune_configs, cast_for_store
+from triton_kernels._common import accumulator_dtype, autotune_configs, cast_for_store, check_4d, memory_format
 
 MODE_MAX, MODE_AVG, MODE_ADAPTIVE_AVG = 0, 1, 2
-
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Tile sizes in elements. Pooling is memory bound: the tile only has to keep enough bytes in
 # flight per SM, so a few sizes and warp counts cover the shapes that matter. The first config
@@ -275,26 +273,6 @@ def _pool2d_bwd_kernel(
 
 # --- launchers --------------------------------------------------------------------------------
 
-def _check_tensor(tensor, name, channels_last):
-    """A 4-D tensor of a supported dtype, contiguous in the layout the caller chose."""
-    if tensor.dtype not in _SUPPORTED_DTYPES:
-        raise ValueError(f"pool2d (triton): {name} dtype must be one of float16, bfloat16, float32, "
-                         f"float64, got {tensor.dtype}")
-    if tensor.dim() != 4:
-        raise ValueError(f"pool2d (triton): {name} must be 4-D (N, C, H, W), got shape {tuple(tensor.shape)}")
-    if not tensor.is_contiguous(memory_format=_memory_format(channels_last)):
-        raise ValueError(f"pool2d (triton): {name} must be contiguous in "
-                         f"{'channels_last' if channels_last else 'NCHW'} layout, got strides {tensor.stride()}")
-
-
-def _memory_format(channels_last):
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-def _accumulator_dtype(dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
 def _most_covering(size, other):
     """Bound on ceil((k + 1) * size / other) - floor(k * size / other) over all k.
 
@@ -339,15 +317,15 @@ def pool2d_forward(input, mode, kernel, stride, padding, dilation, output_size, 
     Returns (output, indices); indices hold the flat h * W + w of each max within its plane
     for mode 0, and are an empty int64 tensor otherwise. Arguments are assumed validated.
     """
-    _check_tensor(input, "input", channels_last)
+    check_4d("pool2d", "input", input, channels_last)
     batch, channels, in_h, in_w = input.shape
     out_h, out_w = int(output_size[0]), int(output_size[1])
-    memory_format = _memory_format(channels_last)
+    fmt = memory_format(channels_last)
     output = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device,
-                         memory_format=memory_format)
+                         memory_format=fmt)
     if mode == MODE_MAX:
         indices = torch.empty((batch, channels, out_h, out_w), dtype=torch.int64, device=input.device,
-                              memory_format=memory_format)
+                              memory_format=fmt)
     else:
         indices = torch.empty(0, dtype=torch.int64, device=input.device)
     if output.numel() == 0:
@@ -369,7 +347,7 @@ def pool2d_forward(input, mode, kernel, stride, padding, dilation, output_size, 
         taps[0], taps[1],
         MODE=int(mode), CHANNELS_LAST=channels_last,
         INDEX_64=_needs_int64(max(input.numel(), output.numel()), channels, (in_h, in_w), (out_h, out_w)),
-        ACC_DTYPE=_accumulator_dtype(input.dtype), BLOCK_C=block_c,
+        ACC_DTYPE=accumulator_dtype(input.dtype), BLOCK_C=block_c,
     )
     return output, indices
 
@@ -380,19 +358,19 @@ def pool2d_backward(grad_output, indices, mode, input_size, kernel, stride, padd
 
     Deterministic: each input element sums the gradients of the outputs that used it.
     """
-    _check_tensor(grad_output, "grad_output", channels_last)
+    check_4d("pool2d", "grad_output", grad_output, channels_last)
     batch, channels, out_h, out_w = grad_output.shape
     in_h, in_w = int(input_size[0]), int(input_size[1])
     if mode == MODE_MAX:
         if indices.dtype != torch.int64 or indices.shape != grad_output.shape:
             raise ValueError(f"pool2d (triton): indices must be int64 of shape {tuple(grad_output.shape)}, "
                              f"got {indices.dtype} of shape {tuple(indices.shape)}")
-        if not indices.is_contiguous(memory_format=_memory_format(channels_last)):
+        if not indices.is_contiguous(memory_format=memory_format(channels_last)):
             raise ValueError("pool2d (triton): indices must be contiguous in the memory format of grad_output")
     grad_input_shape = (batch, channels, in_h, in_w)
-    memory_format = _memory_format(channels_last)
+    fmt = memory_format(channels_last)
     grad_input = torch.empty(grad_input_shape, dtype=grad_output.dtype, device=grad_output.device,
-                             memory_format=memory_format)
+                             memory_format=fmt)
     if grad_input.numel() == 0:
         return grad_input
     if grad_output.numel() == 0:
@@ -418,6 +396,6 @@ def pool2d_backward(grad_output, indices, mode, input_size, kernel, stride, padd
         MODE=int(mode), CHANNELS_LAST=channels_last,
         INDEX_64=_needs_int64(max(grad_input.numel(), grad_output.numel()), channels, (in_h, in_w),
                               (out_h, out_w)),
-        ACC_DTYPE=_accumulator_dtype(grad_output.dtype), BLOCK_C=block_c,
+        ACC_DTYPE=accumulator_dtype(grad_output.dtype), BLOCK_C=block_c,
     )
     return grad_input
