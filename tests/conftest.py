@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-HAS_CUDA = torch.cuda.is_available()
+from helpers import HAS_CUDA
+
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -1,5 +1,13 @@
-"""Comparison helpers shared by the op tests."""
+"""Comparison helpers and backend lists shared by the op tests."""
+import pytest
 import torch
+
+HAS_CUDA = torch.cuda.is_available()
+# On CPU tensors Triton runs only in its interpreter, which conftest.py turns on only without a GPU
+# (one process cannot both interpret and compile); with a GPU the cuda-marked tests cover Triton.
+CPU_BACKENDS = ["cpu", pytest.param("triton", marks=pytest.mark.skipif(
+    HAS_CUDA, reason="Triton's CPU interpreter is off when a GPU is present; cuda tests cover Triton"))]
+GPU_BACKENDS = ["cuda", "triton"]
 
 # (rtol, atol) against PyTorch computed in the same dtype. Pooling accumulates in fp32 (fp64 for
 # double) like ATen, so results differ at most by summation order: about one unit in the last place.

@@ -11,10 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import dlkernels
-from helpers import DTYPES, LAYOUTS, assert_close, in_layout, is_channels_last
+from helpers import CPU_BACKENDS, DTYPES, GPU_BACKENDS, LAYOUTS, assert_close, in_layout, is_channels_last
 
-CPU_BACKENDS = ["cpu", "triton"]
-GPU_BACKENDS = ["cuda", "triton"]
 STAT_TOL = dict(rtol=1e-4, atol=1e-5)  # fp32 statistics vs the float64 reference
 
 CASES = [  # (shape, training, affine, residual, activation, momentum)

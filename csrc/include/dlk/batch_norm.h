@@ -13,7 +13,7 @@ namespace dlk {
 struct BatchNormParams {
   int64_t batch = 0, channels = 0, spatial = 0;
   bool channels_last = false;
-  bool relu = true;
+  bool relu = false;
 };
 
 struct BatchNormStatsParams : BatchNormParams {
