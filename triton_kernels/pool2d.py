@@ -109,17 +109,11 @@ def _pool_output_range(i, size, out, kernel, stride, pad, dilation, MODE: tl.con
 
 # --- forward ----------------------------------------------------------------------------------
 
-@triton.autotune(configs=_CONFIGS, key=_TUNING_KEY)
-@triton.jit(do_not_specialize=_UNSPECIALIZED)
-def _pool2d_fwd_kernel(
-    input_ptr, output_ptr, indices_ptr,
-    num_pixels, channels, in_h, in_w, out_h, out_w,
-    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-    count_include_pad, divisor_override,
-    taps_h, taps_w,  # loop trip counts: the kernel, or the largest adaptive window
-    MODE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK: tl.constexpr,
-):
+@triton.jit
+def _tile_coordinates(num_pixels, channels, size_h, size_w, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's tile: BLOCK_C channels (1 in NCHW) x BLOCK // BLOCK_C pixels of a size_h x size_w
+    grid, as channel indices, (h, w, n or n*C + c) coordinates and masks."""
     BLOCK_P: tl.constexpr = BLOCK // BLOCK_C
     pid = tl.program_id(0)
     if INDEX_64:
@@ -132,12 +126,27 @@ def _pool2d_fwd_kernel(
         pid_c = pid * 0
         pid_p = pid
     ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    ch_mask = ch < channels
     pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_pixels
-    ow = pix % out_w
-    oh = (pix // out_w) % out_h
-    outer = pix // out_w // out_h
+    w = pix % size_w
+    h = (pix // size_w) % size_h
+    outer = pix // size_w // size_h
+    return ch, ch < channels, h, w, outer, pix < num_pixels
+
+
+@triton.autotune(configs=_CONFIGS, key=_TUNING_KEY)
+@triton.jit(do_not_specialize=_UNSPECIALIZED)
+def _pool2d_fwd_kernel(
+    input_ptr, output_ptr, indices_ptr,
+    num_pixels, channels, in_h, in_w, out_h, out_w,
+    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+    count_include_pad, divisor_override,
+    taps_h, taps_w,  # loop trip counts: the kernel, or the largest adaptive window
+    MODE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK: tl.constexpr,
+):
+    BLOCK_P: tl.constexpr = BLOCK // BLOCK_C
+    ch, ch_mask, oh, ow, outer, pix_mask = _tile_coordinates(
+        num_pixels, channels, out_h, out_w, CHANNELS_LAST, INDEX_64, BLOCK_C, BLOCK)
 
     if MODE == 0:
         h_begin, h_end = _max_pool_span(oh, in_h, kernel_h, stride_h, pad_h, dilation_h)
@@ -211,23 +220,8 @@ def _pool2d_bwd_kernel(
     ACC_DTYPE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK: tl.constexpr,
 ):
     BLOCK_P: tl.constexpr = BLOCK // BLOCK_C
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    num_c_blocks = tl.cdiv(channels, BLOCK_C)
-    if CHANNELS_LAST:
-        pid_c = pid % num_c_blocks
-        pid_p = pid // num_c_blocks
-    else:
-        pid_c = pid * 0
-        pid_p = pid
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    ch_mask = ch < channels
-    pix = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    pix_mask = pix < num_pixels
-    w = pix % in_w
-    h = (pix // in_w) % in_h
-    outer = pix // in_w // in_h
+    ch, ch_mask, h, w, outer, pix_mask = _tile_coordinates(
+        num_pixels, channels, in_h, in_w, CHANNELS_LAST, INDEX_64, BLOCK_C, BLOCK)
 
     oh_first, oh_last = _pool_output_range(h, in_h, out_h, kernel_h, stride_h, pad_h, dilation_h, MODE)
     ow_first, ow_last = _pool_output_range(w, in_w, out_w, kernel_w, stride_w, pad_w, dilation_w, MODE)
