@@ -50,3 +50,15 @@ def check_4d(op: str, name: str, tensor, channels_last: bool) -> None:
     if not tensor.is_contiguous(memory_format=memory_format(channels_last)):
         raise ValueError(f"{op} (triton): {name} must be contiguous in "
                          f"{'channels_last' if channels_last else 'NCHW'} layout, got strides {tensor.stride()}")
+
+
+def channel_block(channels: int, max_block: int = 64) -> int:
+    """Channels per channels_last tile: all of them up to max_block (64 gives full 128-byte rows at
+    fp16), else the widest power of two >= 16 that divides C (C = 96 -> 32), so the last block is
+    not half empty; max_block when none does."""
+    if channels <= max_block:
+        return triton.next_power_of_2(channels)
+    block = max_block
+    while block > 16 and channels % block:
+        block //= 2
+    return block if channels % block == 0 else max_block

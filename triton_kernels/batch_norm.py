@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, check_4d,
-                                    memory_format)
+from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
+                                    check_4d, memory_format)
 
 # Tile sizes in elements (BLOCK = ROWS * INNER). Every kernel here is memory bound: the tile only
 # has to keep enough bytes in flight per SM. The first config is the only one the interpreter
@@ -431,16 +431,6 @@ def _describe(tensor):
     return f"{tensor.dtype} of shape {tuple(tensor.shape)}, strides {tensor.stride()} on {tensor.device}"
 
 
-def _channel_block(channels):
-    """Channels per channels_last tile: all of them up to 64, else a width that divides C."""
-    if channels <= _MAX_BLOCK_C:
-        return triton.next_power_of_2(channels)
-    block_c = _MAX_BLOCK_C
-    while block_c > 16 and channels % block_c:
-        block_c //= 2
-    return block_c if channels % block_c == 0 else _MAX_BLOCK_C
-
-
 def _spatial_block(spatial):
     """Positions per NCHW tile row: the widest power of two that leaves few idle lanes.
 
@@ -460,7 +450,7 @@ def _spatial_block(spatial):
 
 
 def _tile_inner(channels, spatial, channels_last):
-    return _channel_block(channels) if channels_last else _spatial_block(spatial)
+    return channel_block(channels, _MAX_BLOCK_C) if channels_last else _spatial_block(spatial)
 
 
 def _needs_int64(numel, channels, spatial):
@@ -484,7 +474,7 @@ def _split(input, channels_last):
     """(c_programs, num_chunks): programs per chunk (channel blocks) and chunks per channel."""
     batch, channels = input.shape[:2]
     num_rows = input.numel() // max(channels, 1)
-    inner = _channel_block(channels) if channels_last else 1
+    inner = channel_block(channels, _MAX_BLOCK_C) if channels_last else 1
     c_programs = triton.cdiv(channels, inner) if channels_last else channels
     wanted = triton.cdiv(_target_programs(input.device), c_programs)
     affordable = max(1, num_rows * min(inner, channels) // _MIN_CHUNK_ELEMENTS)

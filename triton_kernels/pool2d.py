@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import accumulator_dtype, autotune_configs, cast_for_store, check_4d, memory_format
+from triton_kernels._common import (accumulator_dtype, autotune_configs, cast_for_store, channel_block, check_4d,
+                                    memory_format)
 
 MODE_MAX, MODE_AVG, MODE_ADAPTIVE_AVG = 0, 1, 2
 
@@ -279,16 +280,7 @@ def _most_covering(size, other):
 
 
 def _tile_channels(channels, channels_last):
-    if not channels_last:
-        return 1
-    if channels <= _MAX_BLOCK_C:
-        return triton.next_power_of_2(channels)
-    # Several channel blocks: prefer one that divides C (C = 96 -> 32) so the last block is not
-    # half empty, as long as rows stay at least 16 wide.
-    block_c = _MAX_BLOCK_C
-    while block_c > 16 and channels % block_c:
-        block_c //= 2
-    return block_c if channels % block_c == 0 else _MAX_BLOCK_C
+    return channel_block(channels, _MAX_BLOCK_C) if channels_last else 1
 
 
 def _needs_int64(numel, channels, in_size, out_size):
