@@ -243,3 +243,17 @@ def test_convert_fuses_batch_norm_relu_in_sequential():
     assert converted[3].activation is None and converted[3].running_mean.dtype == torch.float64
     assert converted.state_dict().keys() == keys
     torch.testing.assert_close(converted(x), expected)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_nan_propagates_like_torch_relu(backend):
+    x = torch.randn(2, 3, 4, 4)
+    x[0, 1, 2, 2] = float("nan")  # channel 1's statistics, and so all its outputs, become NaN
+    x_ref = x.clone().requires_grad_()
+    x.requires_grad_()
+    out = dlkernels.batch_norm_relu(x, None, None, training=True, backend=backend)
+    ref = F.batch_norm(x_ref, None, None, training=True).relu()
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(ref, x_ref, grad)[0],
+                               equal_nan=True)

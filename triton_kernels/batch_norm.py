@@ -159,7 +159,7 @@ def _relu_grad(grad_output_ptr, output_ptr, offsets, mask, RELU: tl.constexpr, A
     g = tl.load(grad_output_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
     if RELU:
         out = tl.load(output_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-        g = tl.where(out > 0, g, 0.0)
+        g = tl.where(out <= 0, 0.0, g)  # NaN passes, like torch's threshold_backward
     return g
 
 

@@ -57,10 +57,11 @@ void apply(const BatchNormApplyParams& p) {
   }
 }
 
-// The gradient reaching the normalisation: ReLU passes it where the output is positive.
+// The gradient reaching the normalisation: ReLU blocks it where the output is <= 0 (a NaN output
+// lets it through, as torch's threshold_backward does).
 template <typename T, typename Acc>
 Acc masked_grad(const T* grad_output, const T* output, bool relu, int64_t i) {
-  return (relu && !(to_acc(output[i]) > Acc(0))) ? Acc(0) : Acc(to_acc(grad_output[i]));
+  return (relu && to_acc(output[i]) <= Acc(0)) ? Acc(0) : Acc(to_acc(grad_output[i]));
 }
 
 template <typename T>

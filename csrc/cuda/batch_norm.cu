@@ -304,11 +304,10 @@ DLK_HOST_DEVICE void finish_backward_reduce(const BatchNormBwdReduceParams& p, i
   static_cast<Acc*>(p.sum_dy_xhat)[c] = sum_dy_xmu * stat_ptr<Acc>(p.invstd)[c];
 }
 
-// The gradient reaching the normalisation: ReLU passes it where the saved output is positive
-// (NaN outputs block it, as in the CPU reference).
+// The gradient reaching the normalisation: ReLU blocks it where the saved output is <= 0.
 template <typename Acc, bool kRelu>
 DLK_HOST_DEVICE Acc masked_grad(Acc grad, Acc output) {
-  return kRelu && !(output > Acc(0)) ? Acc(0) : grad;
+  return kRelu && output <= Acc(0) ? Acc(0) : grad;  // a NaN output passes, as in torch's threshold_backward
 }
 
 template <typename T, int kVec>

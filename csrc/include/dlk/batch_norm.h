@@ -38,7 +38,7 @@ struct BatchNormApplyParams : BatchNormParams {
 
 struct BatchNormBwdReduceParams : BatchNormParams {
   const void* grad_output = nullptr;
-  const void* output = nullptr;  // read only when relu: the mask is output > 0
+  const void* output = nullptr;  // read only when relu: the gradient is blocked where output <= 0
   const void* input = nullptr;
   const void* mean = nullptr;
   const void* invstd = nullptr;
@@ -97,9 +97,11 @@ DLK_HOST_DEVICE WelfordState<Acc> welford_merge(const WelfordState<Acc>& a, cons
 }
 
 // Running-statistics update, exactly as torch: the running variance uses the unbiased variance.
+// An empty batch leaves them untouched, as torch does (its statistics would be 0/0).
 template <typename Acc>
 DLK_HOST_DEVICE void update_running_stats(Acc* running_mean, Acc* running_var, int64_t c, Acc mean,
                                           Acc biased_var, int64_t count, double momentum) {
+  if (count == 0) return;
   const Acc m = Acc(momentum);
   if (running_mean) running_mean[c] = (Acc(1) - m) * running_mean[c] + m * mean;
   if (running_var) {
