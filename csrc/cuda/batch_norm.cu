@@ -788,8 +788,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 // everything the kernels are templated on plus the plan, so that a host harness can drive the
 // per-thread code through exactly the launchers' choices.
 
-template <typename T> struct TypeTag { using type = T; };
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool is_aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
@@ -967,17 +965,6 @@ ElementwisePlan plan_elementwise(const BatchNormParams& p, int vec, int64_t resi
 }
 
 template <typename Fn>
-Status dispatch_dtype(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat16: return fn(TypeTag<__half>{});
-    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
-    case DType::kFloat32: return fn(TypeTag<float>{});
-    case DType::kFloat64: return fn(TypeTag<double>{});
-  }
-  return Status::kUnsupportedDType;
-}
-
-template <typename Fn>
 Status dispatch_bool(bool value, Fn&& fn) {
   if (value) return fn(std::true_type{});
   return fn(std::false_type{});
@@ -988,12 +975,6 @@ template <typename T, typename Fn>
 Status dispatch_vector_width(int vec, Fn&& fn) {
   if (vec == kMaxVec<T>) return fn(std::integral_constant<int, kMaxVec<T>>{});
   return fn(std::integral_constant<int, 1>{});
-}
-
-template <typename Fn>
-Status dispatch_index_type(bool use_32bit, Fn&& fn) {
-  if (use_32bit) return fn(TypeTag<uint32_t>{});
-  return fn(TypeTag<uint64_t>{});
 }
 
 // fn(type_tag, vec_c, index_tag, plan)

@@ -83,4 +83,25 @@ template <> struct Divider<uint64_t> {
   }
 };
 
+// Runtime -> compile-time dispatch, once per launch: fn receives a tag whose ::type is the choice.
+template <typename T> struct TypeTag { using type = T; };
+
+template <typename Fn>
+Status dispatch_dtype(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat16: return fn(TypeTag<__half>{});
+    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
+    case DType::kFloat32: return fn(TypeTag<float>{});
+    case DType::kFloat64: return fn(TypeTag<double>{});
+  }
+  return Status::kUnsupportedDType;
+}
+
+// 32-bit index arithmetic (with Divider<uint32_t>) when the launcher has checked it cannot overflow.
+template <typename Fn>
+Status dispatch_index_type(bool use_32bit, Fn&& fn) {
+  if (use_32bit) return fn(TypeTag<uint32_t>{});
+  return fn(TypeTag<uint64_t>{});
+}
+
 }  // namespace dlk

@@ -270,8 +270,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 // ---------------------------------------------------------------------------------------------
 // Host side: validation, the choice of vector width and index type, and one dispatch per launch.
 
-template <typename T> struct TypeTag { using type = T; };
-
 bool geometry_is_valid(const Pool2dParams& p) {
   if (p.batch < 0 || p.channels < 0 || p.in_h < 0 || p.in_w < 0 || p.out_h < 0 || p.out_w < 0) return false;
   const bool fixed_window_ok = p.kernel_h > 0 && p.kernel_w > 0 && p.stride_h > 0 && p.stride_w > 0 &&
@@ -311,17 +309,6 @@ unsigned grid_size(uint64_t work_items) {
 }
 
 template <typename Fn>
-Status dispatch_dtype(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kFloat16: return fn(TypeTag<__half>{});
-    case DType::kBFloat16: return fn(TypeTag<__nv_bfloat16>{});
-    case DType::kFloat32: return fn(TypeTag<float>{});
-    case DType::kFloat64: return fn(TypeTag<double>{});
-  }
-  return Status::kUnsupportedDType;
-}
-
-template <typename Fn>
 Status dispatch_mode(PoolMode mode, Fn&& fn) {
   switch (mode) {
     case PoolMode::kMax: return fn(std::integral_constant<PoolMode, PoolMode::kMax>{});
@@ -352,12 +339,6 @@ bool fits_32bit_indexing(const Pool2dParams& p, int64_t largest_numel) {
                                          p.dilation_h, p.dilation_w});
   const int64_t largest_extent = std::max({p.in_h, p.in_w, p.out_h, p.out_w});
   return largest_numel <= INT32_MAX && largest_extent + (kTapsInFlight + 1) * largest_step <= INT32_MAX;
-}
-
-template <typename Fn>
-Status dispatch_index_type(bool use_32bit, Fn&& fn) {
-  if (use_32bit) return fn(TypeTag<uint32_t>{});
-  return fn(TypeTag<uint64_t>{});
 }
 
 // Calls fn(TypeTag<T>, mode, vec, TypeTag<IndexT>) with everything the kernels are templated on.
