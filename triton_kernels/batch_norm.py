@@ -220,7 +220,8 @@ def _bn_stats_partial_kernel(
         tl.store(base + 2 * plane, count)
 
 
-@triton.jit
+# total_count == 1 would otherwise become a constexpr int (Triton specialises ints equal to 1).
+@triton.jit(do_not_specialize=["total_count"])
 def _bn_stats_merge_kernel(
     partial_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr,
     channels, num_chunks, total_count, momentum: tl.float64, eps: tl.float64,
@@ -367,7 +368,7 @@ def _bn_backward_reduce_merge_kernel(
 
 
 @triton.autotune(configs=_ELEMENTWISE_CONFIGS, key=_ELEMENTWISE_KEY)
-@triton.jit(do_not_specialize=_UNSPECIALIZED)
+@triton.jit(do_not_specialize=_UNSPECIALIZED + ["total_count"])
 def _bn_backward_apply_kernel(
     grad_output_ptr, output_ptr, input_ptr, mean_ptr, invstd_ptr, weight_ptr, sum_dy_ptr, sum_dy_xhat_ptr,
     grad_input_ptr, grad_residual_ptr,

@@ -1,0 +1,138 @@
+"""Compile, for real GPU targets, every kernel specialisation one op file's launchers produce.
+
+Run by test_triton_compile.py as `python triton_compile_worker.py OP SHARD NUM_SHARDS`, in a process
+without TRITON_INTERPRET: the interpreter never runs Triton's GPU compiler, so it misses failures
+that only real compilation hits. No GPU is needed. Launches are intercepted and recorded instead of
+run, so the specialisations are exactly those the launchers would ask Triton for, with Triton's
+own argument specialisation (dtypes, divisibility by 16, ints equal to 1). Prints one JSON line per
+(specialisation, target).
+"""
+import itertools
+import json
+import os
+import sys
+
+import torch
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.jit import JITFunction, create_function_from_signature
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+TARGETS = {"sm_90": GPUTarget("cuda", 90, 32), "sm_80": GPUTarget("cuda", 80, 32)}
+# Specialisation does not depend on the architecture, so one backend binds the arguments for all.
+BACKEND = make_backend(TARGETS["sm_90"])
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+LAUNCHES = {}  # a key describing the specialisation -> (kernel, signature, constexprs, attrs, options)
+_swept = set()
+
+
+def _record(self, *args, grid, warmup, **kwargs):
+    # The first half of JITFunction.run, up to where it would compile for the current device.
+    kwargs["debug"] = kwargs.get("debug", self.debug) or knobs.runtime.debug
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    binder = create_function_from_signature(self.signature, self.params, BACKEND)
+    bound_args, specialization, options = binder(*args, **kwargs)
+    _, signature, constexprs, attrs = self._pack_args(BACKEND, kwargs, bound_args, specialization, options)
+    options = {k: v for k, v in kwargs.items() if k not in self.arg_names}
+    LAUNCHES.setdefault(_describe(self, signature, constexprs, attrs, options),
+                        (self, signature, constexprs, attrs, options))
+
+
+def _describe(kernel, signature, constexprs, attrs, options):
+    """E.g. "k(x_ptr: *fp16 divisibility=16, n: i32, BLOCK=512; num_warps=4, ...)"."""
+    args = [f"{name}={constexprs[(i,)]}" if (i,) in constexprs else " ".join(
+        [f"{name}: {kind}"] + [f"{attr.removeprefix('tt.')}={value}" for attr, value in attrs.get((i,), [])])
+        for i, (name, kind) in enumerate(signature.items())]
+    settings = [f"{k}={v}" for k, v in options.items() if k not in ("debug", "instrumentation_mode")]
+    # Parts of tuple arguments, which the list above leaves out.
+    nested = [f"{path}={value}" for path, value in [*constexprs.items(), *attrs.items()] if len(path) > 1 and value]
+    return f"{kernel.__name__}({', '.join(args + nested)}; {', '.join(settings)})"
+
+
+def _tune(self, *args, **kwargs):
+    # Every config at a kernel's first launch, only the first config after that: each config
+    # multiplies the compilations, and it is the launchers' flags that pick the code paths.
+    configs = self.configs[:1] if self.fn in _swept else self.configs
+    _swept.add(self.fn)
+    for config in configs:
+        self.fn.run(*args, **kwargs, **config.all_kwargs())
+
+
+def _pool2d():
+    from triton_kernels.pool2d import pool2d_backward, pool2d_forward
+
+    def both(x, mode, channels_last):
+        size = [(s + 2 * 1 - 3) // 2 + 1 for s in x.shape[2:]]  # 3x3 window, stride 2, padding 1
+        out, idx = pool2d_forward(x, mode, (3, 3), (2, 2), (1, 1), (1, 1), size, True, None, channels_last)
+        pool2d_backward(out, idx, mode, x.shape[2:], (3, 3), (2, 2), (1, 1), (1, 1), True, None, channels_last)
+
+    for dtype in DTYPES:
+        for channels_last in (True, False):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            for mode in (0, 1, 2):
+                # 32 channels are divisible by 16 (vector loads in channels_last); fp32 also sees 3.
+                for channels in (32, 3) if dtype == torch.float32 else (32,):
+                    both(torch.empty(2, channels, 8, 8, dtype=dtype, memory_format=fmt), mode, channels_last)
+                if dtype == torch.float32:  # 2**19 channels: a tile of slack passes 2**31, so INDEX_64
+                    both(torch.empty(1, 2**19, 1, 1, dtype=dtype, memory_format=fmt), mode, channels_last)
+
+
+def _batch_norm():
+    from triton_kernels import batch_norm as bn
+
+    def calls(x, channels_last, a=True, b=True, c=True, d=True):
+        # Every kernel gets every combination of its flags when a, b, c, d do.
+        stat = lambda on: torch.ones(x.shape[1], dtype=bn._stat_dtype(x.dtype)) if on else None
+        mean, invstd = bn.batch_norm_stats(x, stat(a), stat(b), 0.1, 1e-5, channels_last)
+        out = bn.batch_norm_apply(x, mean, invstd, stat(a), stat(b), x if c else None, d, channels_last)
+        sums = bn.batch_norm_backward_reduce(x, out, x, mean, invstd, d, channels_last)
+        bn.batch_norm_backward_apply(x, out, x, mean, invstd, stat(a), *sums, training=b, relu=d,
+                                     want_grad_residual=c, channels_last=channels_last)
+
+    for dtype in DTYPES:
+        for channels_last in (True, False):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            # On a CPU device the split reductions aim at 8 programs, so this shape gets several
+            # chunks (num_chunks not 1, as on a GPU) in channels_last and one chunk in NCHW.
+            x = torch.empty(4, 32, 16, 16, dtype=dtype, memory_format=fmt)
+            if dtype != torch.float32:  # every flag combination for fp32 only, to bound the count
+                calls(x, channels_last)
+                calls(x, channels_last, False, False, False, False)
+                continue
+            for flags in itertools.product((False, True), repeat=4):
+                calls(x, channels_last, *flags)
+            # C and S not divisible by 16, several chunks in NCHW; one value per channel (a count of 1
+            # must not turn into a constexpr); then 2**18 channels for INDEX_64.
+            for shape in ((2, 3, 127, 129), (1, 4, 1, 1), (2, 2**18, 1, 1)):
+                calls(torch.empty(shape, dtype=dtype, memory_format=fmt), channels_last)
+
+
+EXERCISE = {"pool2d": _pool2d, "batch_norm": _batch_norm}
+
+
+def main(op, shard, num_shards):
+    JITFunction.run = _record
+    Autotuner.run = _tune
+    if op not in EXERCISE:
+        if shard == 0:
+            print(json.dumps({"error": f"no launcher calls for triton_kernels/{op}.py: add them to EXERCISE in "
+                                       f"{os.path.basename(__file__)}"}))
+        return
+    EXERCISE[op]()
+    for key in sorted(LAUNCHES)[shard::num_shards]:
+        kernel, signature, constexprs, attrs, options = LAUNCHES[key]
+        for arch, target in TARGETS.items():
+            result = {"kernel": kernel.__name__, "spec": key, "arch": arch}
+            try:
+                triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options)
+            except Exception as error:  # any compiler failure is what the test reports
+                result["error"] = f"{type(error).__name__}: {str(error)[-2000:]}"
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
