@@ -85,16 +85,25 @@ def _welford_combine(mean_a, m2_a, count_a, mean_b, m2_b, count_b):
 
 
 @triton.jit
-def _chunk_tiles(chunk, num_rows, batch, spatial, num_chunks, CHANNELS_LAST: tl.constexpr,
-                 ROWS: tl.constexpr, INNER: tl.constexpr):
-    # The tiles [begin, end) of one chunk of a channel; trailing chunks may be empty.
+def _reduction_program(num_rows, batch, channels, spatial, num_chunks, CHANNELS_LAST: tl.constexpr,
+                       ROWS: tl.constexpr, INNER: tl.constexpr):
+    """This program's channel (block) pid_c, its chunk, and the chunk's tiles [begin, end).
+
+    Programs of one chunk are adjacent: in channels_last they read the same rows. Trailing chunks
+    may be empty.
+    """
+    pid = tl.program_id(0)
     if CHANNELS_LAST:
+        c_programs = tl.cdiv(channels, INNER)
         num_tiles = tl.cdiv(num_rows, ROWS)
     else:
+        c_programs = channels
         num_tiles = tl.cdiv(batch, ROWS) * tl.cdiv(spatial, INNER)
+    pid_c = pid % c_programs
+    chunk = pid // c_programs
     per_chunk = tl.cdiv(num_tiles, num_chunks)
     begin = chunk * per_chunk
-    return begin, tl.minimum(begin + per_chunk, num_tiles)
+    return pid_c, chunk, begin, tl.minimum(begin + per_chunk, num_tiles)
 
 
 @triton.jit
@@ -174,15 +183,8 @@ def _bn_stats_partial_kernel(
     INNER: tl.constexpr, BLOCK: tl.constexpr,
 ):
     ROWS: tl.constexpr = BLOCK // INNER
-    pid = tl.program_id(0)
-    if CHANNELS_LAST:
-        c_programs = tl.cdiv(channels, INNER)
-    else:
-        c_programs = channels
-    # Programs of one chunk are adjacent: in channels_last they read the same rows.
-    pid_c = pid % c_programs
-    chunk = pid // c_programs
-    begin, end = _chunk_tiles(chunk, num_rows, batch, spatial, num_chunks, CHANNELS_LAST, ROWS, INNER)
+    pid_c, chunk, begin, end = _reduction_program(num_rows, batch, channels, spatial, num_chunks, CHANNELS_LAST,
+                                                  ROWS, INNER)
 
     # One Welford state per lane. In channels_last all channels of a row see the same elements,
     # so the count (and the reciprocal that replaces a division per element) is per row.
@@ -309,14 +311,8 @@ def _bn_backward_reduce_partial_kernel(
     INNER: tl.constexpr, BLOCK: tl.constexpr,
 ):
     ROWS: tl.constexpr = BLOCK // INNER
-    pid = tl.program_id(0)
-    if CHANNELS_LAST:
-        c_programs = tl.cdiv(channels, INNER)
-    else:
-        c_programs = channels
-    pid_c = pid % c_programs
-    chunk = pid // c_programs
-    begin, end = _chunk_tiles(chunk, num_rows, batch, spatial, num_chunks, CHANNELS_LAST, ROWS, INNER)
+    pid_c, chunk, begin, end = _reduction_program(num_rows, batch, channels, spatial, num_chunks, CHANNELS_LAST,
+                                                  ROWS, INNER)
     if CHANNELS_LAST:
         ch = pid_c * INNER + tl.arange(0, INNER)
         mean = tl.load(mean_ptr + ch, mask=ch < channels, other=0.0)[None, :]
