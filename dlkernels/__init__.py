@@ -8,9 +8,9 @@ from dlkernels import nn
 from dlkernels._backends import BACKENDS, available_backends
 from dlkernels.convert import convert
 from dlkernels.info import info
-from dlkernels.ops import adaptive_avg_pool2d, avg_pool2d, batch_norm_relu, max_pool2d
+from dlkernels.ops import adaptive_avg_pool2d, avg_pool2d, batch_norm_relu, conv2d, max_pool2d
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "adaptive_avg_pool2d", "available_backends", "avg_pool2d", "batch_norm_relu", "convert",
+__all__ = ["BACKENDS", "adaptive_avg_pool2d", "available_backends", "avg_pool2d", "batch_norm_relu", "conv2d", "convert",
            "info", "max_pool2d", "nn"]

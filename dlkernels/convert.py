@@ -11,18 +11,22 @@ import dlkernels.nn as dnn
 # torch.nn class -> (dlkernels class, extra constructor arguments). Exact types only: a user's
 # subclass may change forward().
 DROP_INS: dict[type, tuple[type, dict]] = {
+    nn.Conv2d: (dnn.Conv2d, {}),
     nn.MaxPool2d: (dnn.MaxPool2d, {}),
     nn.AvgPool2d: (dnn.AvgPool2d, {}),
     nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
     nn.BatchNorm2d: (dnn.BatchNormReLU2d, {"activation": None}),
 }
 # Constructor arguments that are not attributes of the module: taken from its tensors instead.
-_NOT_ATTRIBUTES = ("self", "backend", "activation", "device", "dtype")
+_NOT_ATTRIBUTES = ("self", "backend", "activation", "algo", "device", "dtype")
 
 
 def _constructor_args(module: nn.Module, cls: type) -> dict:
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in _NOT_ATTRIBUTES]
-    return {name: getattr(module, name) for name in names}
+    args = {name: getattr(module, name) for name in names}
+    if cls is dnn.Conv2d:  # nn.Conv2d(bias=True) keeps the tensor (or None) under the argument's name
+        args["bias"] = module.bias is not None
+    return args
 
 
 def _replace(module: nn.Module, cls: type, extra: dict, backend: str) -> nn.Module:
@@ -34,11 +38,12 @@ def _replace(module: nn.Module, cls: type, extra: dict, backend: str) -> nn.Modu
     return new.train(module.training)
 
 
-def _fuse_batch_norm_relu(model: nn.Sequential) -> None:
-    """In a Sequential, BatchNorm2d then ReLU becomes one fused module and an Identity (same keys)."""
+def _fuse_relu(model: nn.Sequential) -> None:
+    """In a Sequential, BatchNorm2d or Conv2d then ReLU becomes one fused module and an Identity (same keys)."""
     children = list(model.named_children())
     for (name, child), (next_name, following) in zip(children, children[1:]):
-        if type(child) is dnn.BatchNormReLU2d and child.activation is None and type(following) is nn.ReLU:
+        fusable = type(child) in (dnn.BatchNormReLU2d, dnn.Conv2d) and child.activation is None
+        if fusable and type(following) is nn.ReLU:
             child.activation = "relu"
             setattr(model, next_name, nn.Identity())
 
@@ -46,8 +51,8 @@ def _fuse_batch_norm_relu(model: nn.Sequential) -> None:
 def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     """Return `model` with every supported torch.nn module swapped for its drop-in (in place for children).
 
-    Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; BatchNorm2d
-    directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
+    Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; a Conv2d or
+    BatchNorm2d directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
     drop-in are left as they are.
     """
     if type(model) in DROP_INS:
@@ -56,7 +61,7 @@ def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     for name, child in model.named_children():
         setattr(model, name, convert(child, backend=backend))
     if isinstance(model, nn.Sequential):
-        _fuse_batch_norm_relu(model)
+        _fuse_relu(model)
     return model
 
 

@@ -13,25 +13,6 @@ namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
 
-// Scratch for the split reductions, from torch's caching allocator: freeing it when the op returns
-// is safe because the allocator reuses the block only for work queued later on the same stream.
-// The kernels overwrite every partial they read, so no zero-fill.
-struct Workspace {
-  at::Tensor storage;
-  void* data = nullptr;
-  size_t bytes = 0;
-};
-
-Workspace make_workspace(const at::Tensor& like, size_t bytes) {
-  Workspace w;
-  w.bytes = bytes;
-  if (bytes > 0) {
-    w.storage = at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
-    w.data = w.storage.data_ptr();
-  }
-  return w;
-}
-
 std::tuple<at::Tensor, at::Tensor> stats_cuda(const at::Tensor& input, const OptionalTensor& running_mean,
                                               const OptionalTensor& running_var, double momentum, double eps,
                                               bool channels_last) {

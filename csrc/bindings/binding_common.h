@@ -30,4 +30,23 @@ inline void check_status(Status status, const char* op) {
                                                     : "kernel launch failed");
 }
 
+// Scratch for a launcher (split-reduction partials, transformed operands), from torch's caching
+// allocator: freeing it when the op returns is safe because the allocator reuses the block only for
+// work queued later on the same stream. Launchers overwrite what they read, so no zero-fill.
+struct Workspace {
+  at::Tensor storage;
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
+inline Workspace make_workspace(const at::Tensor& like, size_t bytes) {
+  Workspace w;
+  w.bytes = bytes;
+  if (bytes > 0) {
+    w.storage = at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+    w.data = w.storage.data_ptr();
+  }
+  return w;
+}
+
 }  // namespace dlk::binding

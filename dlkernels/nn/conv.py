@@ -1,0 +1,34 @@
+"""Conv2d drop-in: torch.nn.Conv2d's arguments and state_dict, plus a fused epilogue and an algorithm choice."""
+from __future__ import annotations
+
+import torch.nn.functional as torch_F
+from torch import Tensor, nn
+
+from dlkernels.ops.conv2d import conv2d
+
+
+class Conv2d(nn.Conv2d):
+    """act(Conv2d(x) + residual). Subclassing nn.Conv2d keeps weight, bias, initialisation and every
+    padding_mode: non-zero modes pad the input first, as torch.nn.Conv2d itself does, then convolve
+    without padding.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros", device=None, dtype=None, *, activation: str | None = None,
+                 algo: str = "auto", backend: str = "auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        self.activation = activation
+        self.algo = algo
+        self.backend = backend
+
+    def forward(self, input: Tensor, residual: Tensor | None = None) -> Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            input = torch_F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
+                      algo=self.algo, activation=self.activation, residual=residual, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", activation={self.activation!r}, algo={self.algo!r}"

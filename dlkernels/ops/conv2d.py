@@ -1,0 +1,291 @@
+"""2-D convolution with a fused epilogue: act(conv2d(input, weight) + bias + residual).
+
+Two algorithms, each in every backend:
+- direct: implicit GEMM (forward, data gradient and weight gradient kernels);
+- Winograd F(2x2,3x3) / F(4x4,3x3) for 3x3, stride 1, dilation 1, groups 1: forward, and the data
+  gradient as the stride-1 3x3 convolution of grad_output with flipped, transposed weights.
+
+The custom ops dlk::conv2d and dlk::conv2d_backward carry fake implementations for torch.compile
+and the autograd formula. Backends implement the low-level entry points of csrc/bindings/conv2d.cpp
+under the same names: conv2d_forward / conv2d_backward_input / conv2d_backward_weight
+(triton_kernels/conv2d.py) and winograd_transform_weight / conv2d_winograd
+(triton_kernels/conv2d_winograd.py).
+
+algo="auto" never picks a Winograd tile whose measured error at the call's precision exceeds the
+op's accuracy bar (ACCURATE_WINOGRAD_TILES, checked by tests/test_conv2d.py).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from dlkernels._backends import implementation, resolve_backend
+from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of, pair
+
+OP = "conv2d"
+ALGOS = ("auto", "direct", "winograd", "winograd_2x2", "winograd_4x4")
+ACTIVATIONS = (None, "relu")
+DIRECT = 0  # the ops' `tile` argument: 0 = direct, 2 or 4 = Winograd F(tile x tile, 3x3)
+
+# Winograd tiles whose error meets the op's accuracy bar, per precision: max error against an fp64
+# result of the same (already rounded) inputs at most 2x PyTorch's own error at that precision
+# (FlashAttention's test rule). Measured on the C++ reference, which follows the kernels' precision
+# contract (dlk/winograd.h): rounding the transformed operands to the GEMM type costs F(2,3) about
+# 1.5-3x PyTorch's error in fp16/bf16/fp32 (it passes in float64) and F(4,3) 8-40x at every precision. The
+# Winograd kernels stay available by asking for them (algo="winograd", ...).
+ACCURATE_WINOGRAD_TILES: dict[str, tuple[int, ...]] = {
+    "float16": (), "bfloat16": (), "tf32": (), "float32": (), "float64": (2,)}
+
+# Heuristic for "auto" among accurate tiles: the transforms cost memory traffic that only enough
+# channels and output positions repay (cuDNN's heuristics draw the line in the same region).
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_MIN_OUTPUT_POSITIONS = 64
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _direct(backend: str):
+    return implementation("conv2d", backend)
+
+
+def _winograd(backend: str):
+    return implementation("conv2d_winograd", backend)
+
+
+def _winograd_dgrad_weight(weight: Tensor, channels_last: bool) -> Tensor:
+    """(K, C, 3, 3) -> (C, K, 3, 3) flipped: the data gradient is a forward conv with this weight."""
+    return as_layout(weight.flip(2, 3).transpose(0, 1), _memory_format(channels_last))
+
+
+# ----------------------------------------------------------------------------- custom ops
+@torch.library.custom_op("dlk::conv2d", mutates_args=())
+def _conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, stride: list[int],
+            padding: list[int], dilation: list[int], groups: int, output_size: list[int], relu: bool,
+            channels_last: bool, allow_tf32: bool, tile: int, backend: str) -> Tensor:
+    if tile == DIRECT:
+        return _direct(backend).conv2d_forward(x, weight, bias, residual, stride, padding, dilation, groups,
+                                               output_size, relu, channels_last, allow_tf32)
+    winograd = _winograd(backend)
+    transformed = winograd.winograd_transform_weight(weight, tile, channels_last)
+    return winograd.conv2d_winograd(x, transformed, bias, residual, padding, output_size, tile, relu, channels_last,
+                                    allow_tf32)
+
+
+@_conv2d.register_fake
+def _(x, weight, bias, residual, stride, padding, dilation, groups, output_size, relu, channels_last, allow_tf32,
+      tile, backend):
+    return x.new_empty((x.shape[0], weight.shape[0], *output_size), memory_format=_memory_format(channels_last))
+
+
+@torch.library.custom_op("dlk::conv2d_backward", mutates_args=())
+def _conv2d_backward(grad_output: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                     dilation: list[int], groups: int, channels_last: bool, allow_tf32: bool, tile: int,
+                     backend: str, need_input: bool, need_weight: bool) -> tuple[Tensor, Tensor]:
+    """(grad_input, grad_weight) of the convolution alone; an empty tensor for one not asked for."""
+    grad_input = grad_weight = grad_output.new_empty(0)
+    if need_input and tile != DIRECT:
+        winograd = _winograd(backend)
+        flipped = winograd.winograd_transform_weight(_winograd_dgrad_weight(weight, channels_last), tile,
+                                                     channels_last)
+        grad_input = winograd.conv2d_winograd(grad_output, flipped, None, None, [2 - padding[0], 2 - padding[1]],
+                                              list(x.shape[2:]), tile, False, channels_last, allow_tf32)
+    elif need_input:
+        grad_input = _direct(backend).conv2d_backward_input(grad_output, weight, list(x.shape[2:]), stride, padding,
+                                                            dilation, groups, channels_last, allow_tf32)
+    if need_weight:
+        grad_weight = _direct(backend).conv2d_backward_weight(grad_output, x, list(weight.shape[2:]), stride,
+                                                              padding, dilation, groups, channels_last, allow_tf32)
+    return grad_input, grad_weight
+
+
+@_conv2d_backward.register_fake
+def _(grad_output, x, weight, stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend,
+      need_input, need_weight):
+    fmt = _memory_format(channels_last)
+    grad_input = torch.empty_like(x, memory_format=fmt) if need_input else grad_output.new_empty(0)
+    grad_weight = torch.empty_like(weight, memory_format=fmt) if need_weight else grad_output.new_empty(0)
+    return grad_input, grad_weight
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, residual, stride, padding, dilation, groups, _, relu, channels_last, allow_tf32, tile, \
+        backend = inputs
+    ctx.save_for_backward(x, weight, output if relu else None)
+    ctx.args = (stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend)
+    ctx.relu = relu
+
+
+def _backward(ctx, grad_output):
+    x, weight, output = ctx.saved_tensors
+    stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend = ctx.args
+    if ctx.relu:  # torch's threshold_backward: blocked where output <= 0 (a NaN output lets it through)
+        grad_output = grad_output.masked_fill(output <= 0, 0)
+    grad_output = as_layout(grad_output, _memory_format(channels_last))
+    need_input, need_weight, need_bias, need_residual = ctx.needs_input_grad[:4]
+    grad_input = grad_weight = grad_bias = None
+    if need_input or need_weight:
+        grad_input, grad_weight = _conv2d_backward(grad_output, x, weight, stride, padding, dilation, groups,
+                                                   channels_last, allow_tf32, tile, backend, need_input, need_weight)
+    if need_bias:
+        grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        grad_bias = grad_bias.to(x.dtype)
+    return (grad_input if need_input else None, grad_weight if need_weight else None, grad_bias,
+            grad_output if need_residual else None, *([None] * 10))
+
+
+_conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- argument handling
+def _padding(padding, weight: Tensor, dilation: tuple[int, int], stride: tuple[int, int]) -> tuple[tuple, tuple]:
+    """(top, left) and (bottom, right) padding; "same" puts the odd extra row/column last, as torch."""
+    kernel = weight.shape[2:]
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{OP}: padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"{OP}: padding='same' is not supported for strided convolutions, got stride {stride}")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        begin = tuple(t // 2 for t in total)
+        return begin, tuple(t - b for t, b in zip(total, begin))
+    pads = pair(OP, "padding", padding, minimum=0)
+    return pads, pads
+
+
+def _check_tensor(name: str, value, like: Tensor | None, ranks) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{OP}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() not in ranks:
+        raise ValueError(f"{OP}: {name} must be {' or '.join(f'{r}-D' for r in ranks)}, got shape {tuple(value.shape)}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{OP}: {name} has unsupported dtype {value.dtype}; supported: float16, bfloat16, float32, "
+                        "float64")
+    if value.numel() == 0:
+        raise ValueError(f"{OP}: {name} must not be empty, got shape {tuple(value.shape)}")
+    if like is not None and value.dtype != like.dtype:
+        raise TypeError(f"{OP}: {name} dtype {value.dtype} does not match the input's {like.dtype}")
+    if like is not None and value.device != like.device:
+        raise ValueError(f"{OP}: {name} is on {value.device} but the input is on {like.device}")
+
+
+def _winograd_eligible(weight: Tensor, stride, dilation, groups: int) -> bool:
+    return tuple(weight.shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
+
+
+def precision_of(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """The arithmetic a call runs at: the dtype's name, or "tf32" for fp32 with TF32 allowed."""
+    return "tf32" if dtype == torch.float32 and allow_tf32 else str(dtype).removeprefix("torch.")
+
+
+def _tile_for(algo: str, x: Tensor, weight: Tensor, stride, dilation, groups: int, output_size,
+              allow_tf32: bool) -> int:
+    eligible = _winograd_eligible(weight, stride, dilation, groups)
+    if algo == "direct":
+        return DIRECT
+    if algo != "auto":
+        if not eligible:
+            raise ValueError(f"{OP}: algo={algo!r} needs a 3x3 kernel, stride 1, dilation 1 and groups 1; got kernel "
+                             f"{tuple(weight.shape[2:])}, stride {stride}, dilation {dilation}, groups {groups}")
+        if algo == "winograd_2x2":
+            return 2
+        if algo == "winograd_4x4":
+            return 4
+        accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
+        return accurate[0] if accurate else 2  # the more accurate tile unless F(4,3) meets the bar
+    accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
+    big_enough = (min(x.shape[1], weight.shape[0]) >= WINOGRAD_MIN_CHANNELS
+                  and output_size[0] * output_size[1] >= WINOGRAD_MIN_OUTPUT_POSITIONS)
+    return accurate[0] if eligible and accurate and big_enough else DIRECT
+
+
+# Inference: the transformed Winograd weight is reused while the weight tensor is unchanged (its
+# version counter moves on every in-place update, e.g. an optimizer step).
+_TRANSFORMED_WEIGHTS = WeakTensorKeyDictionary()
+
+
+def _cached_transform(weight: Tensor, layout_weight: Tensor, tile: int, channels_last: bool, backend: str) -> Tensor:
+    key = (weight._version, tile, channels_last, backend, weight.dtype, weight.device)
+    cached = _TRANSFORMED_WEIGHTS.get(weight)
+    if cached is None or cached[0] != key:
+        cached = (key, _winograd(backend).winograd_transform_weight(layout_weight, tile, channels_last))
+        _TRANSFORMED_WEIGHTS[weight] = cached
+    return cached[1]
+
+
+def _validate(input, weight, bias, residual, groups, algo, activation) -> None:
+    _check_tensor("input", input, None, (3, 4))
+    _check_tensor("weight", weight, input, (4,))
+    if bias is not None:
+        _check_tensor("bias", bias, input, (1,))
+    if residual is not None:
+        _check_tensor("residual", residual, input, (input.dim(),))
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{OP}: groups must be a positive int, got {groups!r}")
+    channels, filters = input.shape[-3], weight.shape[0]
+    if channels % groups or filters % groups:
+        raise ValueError(f"{OP}: groups={groups} must divide both the input channels ({channels}) and the number of "
+                         f"filters ({filters})")
+    if weight.shape[1] * groups != channels:
+        raise ValueError(f"{OP}: weight of shape {tuple(weight.shape)} expects {weight.shape[1] * groups} input "
+                         f"channels with groups={groups}, but the input has {channels}")
+    if bias is not None and bias.shape != (filters,):
+        raise ValueError(f"{OP}: bias must have shape ({filters},), got {tuple(bias.shape)}")
+    if algo not in ALGOS:
+        raise ValueError(f"{OP}: algo must be one of {ALGOS}, got {algo!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{OP}: activation must be None or 'relu', got {activation!r}")
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
+           groups: int = 1, *, algo: str = "auto", activation: str | None = None, residual: Tensor | None = None,
+           backend: str = "auto") -> Tensor:
+    """act(F.conv2d(input, weight, bias, stride, padding, dilation, groups) + residual), act = ReLU or identity.
+
+    algo: "direct" (implicit GEMM), "winograd" (3x3 stride-1 layers; F(4x4,3x3) where accurate, else
+    F(2x2,3x3)), "winograd_2x2" / "winograd_4x4" to pick the tile, or "auto". fp32 inputs use TF32
+    tensor cores on GPU exactly when torch.backends.cudnn.allow_tf32 allows cuDNN to.
+    """
+    _validate(input, weight, bias, residual, groups, algo, activation)
+    stride = pair(OP, "stride", stride, minimum=1)
+    dilation = pair(OP, "dilation", dilation, minimum=1)
+    begin, end = _padding(padding, weight, dilation, stride)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    res = residual if residual is None or batched else residual.unsqueeze(0)
+    extents = [d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:])]
+    padded = [size + b + e for size, b, e in zip(x.shape[2:], begin, end)]
+    if any(p < k for p, k in zip(padded, extents)):
+        raise ValueError(f"{OP}: the (dilated) kernel {tuple(extents)} is larger than the padded input "
+                         f"{tuple(padded)}")
+    output_size = [(p - k) // s + 1 for p, k, s in zip(padded, extents, stride)]
+    if res is not None and list(res.shape) != [x.shape[0], weight.shape[0], *output_size]:
+        raise ValueError(f"{OP}: residual must have the output's shape "
+                         f"{(x.shape[0], weight.shape[0], *output_size)[0 if batched else 1:]}, "
+                         f"got {tuple(residual.shape)}")
+    backend = resolve_backend(OP, backend, x.device)
+    channels_last = layout_of(x) == torch.channels_last
+    fmt = _memory_format(channels_last)
+    allow_tf32 = x.dtype == torch.float32 and x.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    tile = _tile_for(algo, x, weight, stride, dilation, groups, output_size, allow_tf32)
+    x, w = as_layout(x, fmt), as_layout(weight, fmt)
+    res = None if res is None else as_layout(res, fmt)
+    bias = None if bias is None else bias.contiguous()
+    relu = activation == "relu"
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, bias, residual))
+    if tile != DIRECT and not needs_grad and not torch.compiler.is_compiling() and not weight.is_inference():
+        transformed = _cached_transform(weight, w, tile, channels_last, backend)
+        out = _winograd(backend).conv2d_winograd(x, transformed, bias, res, list(begin), output_size, tile, relu,
+                                                 channels_last, allow_tf32)
+    else:
+        out = _conv2d(x, w, bias, res, list(stride), list(begin), list(dilation), groups, output_size, relu,
+                      channels_last, allow_tf32, tile, backend)
+    return out if batched else out.squeeze(0)
+
+
+__all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "conv2d", "precision_of"]
