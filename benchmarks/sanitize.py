@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from dlkernels.bench import DIRECTIONS, OP_MODULES, REFERENCE, load
+from dlkernels.bench import OP_MODULES, REFERENCE, directions_of, load
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 TOLERANCE = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-5, "float64": 1e-12}
@@ -25,13 +25,15 @@ def main(families) -> int:
         workloads = {case.with_(dtype="float32"): None for case in module.SMALL_CASES}
         for case in workloads:
             for dtype in DTYPES:
-                for direction in DIRECTIONS:
-                    case_in_dtype = case.with_(dtype=dtype)
+                case_in_dtype = case.with_(dtype=dtype)
+                # An algorithm known to lose accuracy (Winograd) gets its module's allowance.
+                allowance = module.error_factor(case_in_dtype) / 2 if hasattr(module, "error_factor") else 1.0
+                for direction in directions_of(module, case_in_dtype):
                     ours = module.build(case_in_dtype, "cuda", direction, "cuda")()
                     expected = module.build(case_in_dtype, REFERENCE, direction, "cuda")()
                     torch.cuda.synchronize()
                     diff = (ours.double() - expected.double()).abs().max().item()
-                    ok = diff <= TOLERANCE[dtype]
+                    ok = diff <= TOLERANCE[dtype] * allowance
                     failures += not ok
                     print(f"{'ok  ' if ok else 'FAIL'} {direction} {case_in_dtype.describe()} max diff {diff:.2e}")
     print(f"{failures} failures")

@@ -1,6 +1,6 @@
 """Benchmarks: `python -m dlkernels.bench` (speed tables on a GPU, correctness matrix without one).
 
-Each op family has one module here (pool2d.py; later conv2d.py, ...) registered in OP_MODULES. A
+Each op family has one module here (pool2d.py, batch_norm.py, conv2d.py) registered in OP_MODULES. A
 module exposes:
     FAMILY          the name used in result files ("pool2d")
     CASES           list[Case]: the workloads timed on a GPU (one table, every dtype and layout)
@@ -14,6 +14,14 @@ module exposes:
         bytes an ideal kernel reads plus writes for that call.
     EXTRA_BASELINES (optional) further reference implementations build() knows, e.g. "torch_compile";
         timed beside "torch" on a GPU, each with its speedup against "torch".
+    DIRECTIONS / directions_for(case) (optional) the directions timed, default ("fwd", "bwd"); e.g.
+        conv2d times "fwd", "dgrad" and "wgrad".
+    flops(case, direction) (optional) floating-point operations of one call: the table then reports
+        TFLOP/s and % of the device's dense peak instead of GB/s.
+    summary_group(case, direction) (optional) a label; the table ends with the geometric-mean speedup
+        of each label's rows per backend.
+    error_factor(case) (optional) the CPU correctness matrix's bar as a multiple of torch's error (default 2).
+    PRECISION_FLAGS (optional) the torch precision settings build() pins, stated in the report.
 Inputs are drawn in float16 and then cast, so a case in any dtype sees the same values: the
 correctness matrix compares a low-precision run with a float64 reference of the identical input.
 """
@@ -23,7 +31,8 @@ import dataclasses
 import importlib
 from pathlib import Path
 
-OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm"}
+OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm",
+              "conv2d": "dlkernels.bench.conv2d"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +64,16 @@ def load(op_family: str):
     if op_family not in OP_MODULES:
         raise SystemExit(f"unknown op family {op_family!r}; known: {', '.join(OP_MODULES)}")
     return importlib.import_module(OP_MODULES[op_family])
+
+
+def directions_of(module, case: Case) -> tuple[str, ...]:
+    """The directions a case is run in: the module's own rule, else its DIRECTIONS, else fwd and bwd."""
+    if hasattr(module, "directions_for"):
+        return module.directions_for(case)
+    return getattr(module, "DIRECTIONS", DIRECTIONS)
+
+
+def selected(cases: list[Case], match: str | None) -> list[Case]:
+    """The cases whose description contains every comma-separated term of `match` (all when None)."""
+    terms = [term for term in (match or "").split(",") if term]
+    return [case for case in cases if all(term in case.describe() for term in terms)]

@@ -16,7 +16,8 @@ def section(results_dir: Path, readme_dir: Path) -> str:
     parts = []
     for results in load_all(results_dir):
         parts.append(render_markdown(results, heading="###"))
-        plot = Path(results_dir) / device_slug(results["device"]) / f"{results['family']}.png"
+        selection = f"-{device_slug(results['selection'])}" if results.get("selection") else ""
+        plot = Path(results_dir) / device_slug(results["device"]) / f"{results['family']}{selection}.png"
         if plot.exists():
             parts.append(f"![{results['family']} on {results['device']}]({os.path.relpath(plot, readme_dir)})")
     return "\n\n".join(parts) or NO_RESULTS

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import subprocess
@@ -57,7 +58,9 @@ def write(out_dir: Path, results: dict, plot: bool = True) -> list[Path]:
     """Writes <family>.json, .md and (if asked and matplotlib is there) .png; returns the paths."""
     folder = Path(out_dir) / device_slug(results["device"])
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / results["family"]
+    # A run limited by --match keeps its own files, so runs over several subsets do not overwrite each other.
+    selection = results.get("selection")
+    stem = folder / (results["family"] + (f"-{device_slug(selection)}" if selection else ""))
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     stem.with_suffix(".md").write_text(render_markdown(results) + "\n")
     written = [stem.with_suffix(".json"), stem.with_suffix(".md")]
@@ -104,7 +107,8 @@ def render_markdown(results: dict, heading: str = "##") -> str:
                 f"cuDNN {results['cudnn']}), triton {results['triton']}")
     commit = (results["commit"] or "unknown")[:12] + (" (with uncommitted changes)" if results["dirty"] else "")
     lines = [
-        f"{heading} {results['family']} on {results['device']}",
+        f"{heading} {results['family']} on {results['device']}"
+        + (f" (cases matching `{results['selection']}`)" if results.get("selection") else ""),
         "",
         f"{versions}; commit {commit}; {results['date']}.",
         f"Times in ms: median of {results['trials']} trials ({results['timing']}). "
@@ -112,12 +116,16 @@ def render_markdown(results: dict, heading: str = "##") -> str:
         f"the device copies at {results['copy_bandwidth_gbs']:.0f} GB/s.",
         "",
     ]
+    if results.get("precision_flags"):
+        lines[-1:-1] = ["Precision flags: " + ", ".join(f"`{k}={v}`" for k, v in results["precision_flags"].items())
+                        + ". TFLOP/s count the direct algorithm's FLOPs; % of the device's dense peak."]
     backends, rows = _grouped(results)
     ours = backends[1:]
+    by_flops = any("flops" in record for record in results["cases"])
     header = ["op", "workload", "input", "params", "dtype", "layout", "dir", f"{REFERENCE} ms"]
     for backend in ours:
         header += [f"{backend} ms", f"{backend} ×"]
-    header.append("best GB/s (% of copy)")
+    header.append("best TFLOP/s (% of peak)" if by_flops else "best GB/s (% of copy)")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, by_backend in rows.items():
         op, workload, shape, params, dtype, layout, direction = key
@@ -129,9 +137,39 @@ def render_markdown(results: dict, heading: str = "##") -> str:
             cells += [_milliseconds(record), f"{speedup:.2f}×" if speedup else "–"]
         timed = [r for b in ours if (r := by_backend.get(b)) and r.get("time_ms") is not None]
         best = min(timed, key=lambda r: r["time_ms"], default=None)
-        cells.append(f"{best['gbs']:.0f} ({best['pct_copy_bandwidth']:.0f}%, {best['backend']})" if best else "–")
+        if best is None:
+            cells.append("–")
+        elif by_flops:
+            peak = best.get("pct_dense_peak")
+            cells.append(f"{best['tflops']:.1f} ({'?' if peak is None else f'{peak:.0f}'}%, {best['backend']})")
+        else:
+            cells.append(f"{best['gbs']:.0f} ({best['pct_copy_bandwidth']:.0f}%, {best['backend']})")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _geomean_summary(results, ours)
     return "\n".join(lines)
+
+
+def geomean_speedups(results: dict) -> dict:
+    """{(group, backend): (geometric-mean speedup, number of rows)} over records that carry a group."""
+    logs: dict = {}
+    for record in results["cases"]:
+        if record.get("group") and record["backend"] != REFERENCE and record.get("speedup"):
+            logs.setdefault((record["group"], record["backend"]), []).append(math.log(record["speedup"]))
+    return {key: (math.exp(sum(v) / len(v)), len(v)) for key, v in logs.items()}
+
+
+def _geomean_summary(results: dict, ours: list[str]) -> list[str]:
+    means = geomean_speedups(results)
+    if not means:
+        return []
+    groups = list(dict.fromkeys(group for group, _ in means))
+    lines = ["", f"Geometric-mean speedup over {REFERENCE} per group (rows in the group):", "",
+             "| group | " + " | ".join(ours) + " |", "|---|" + "---|" * len(ours)]
+    for group in groups:
+        cells = [f"{means[(group, b)][0]:.2f}× ({means[(group, b)][1]})" if (group, b) in means else "–"
+                 for b in ours]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_plot(results: dict, path: Path) -> Path:
@@ -143,7 +181,7 @@ def write_plot(results: dict, path: Path) -> Path:
 
     backends, rows = _grouped(results)
     ours = backends[1:]
-    directions = sorted({key[-1] for key in rows}, key=["fwd", "bwd"].index)
+    directions = list(dict.fromkeys(key[-1] for key in rows))
     heights = [sum(key[-1] == d for key in rows) for d in directions]
     figure, axes = plt.subplots(len(directions), 1, figsize=(10, 1 + 0.32 * sum(heights)), squeeze=False,
                                 gridspec_kw={"height_ratios": heights}, layout="constrained")

@@ -38,3 +38,20 @@ def copy_bandwidth_gbs(nbytes: int = 1024**3, trials: int = 20) -> float:
     dst = torch.empty_like(src)
     timing = time_gpu(lambda: dst.copy_(src), trials=trials, warmup=3)
     return 2 * nbytes / (timing["time_ms"] * 1e-3) / 1e9
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets; "float32" is the exact
+# (non-tensor-core) fp32 rate, "tf32" the TF32 tensor-core rate. Matched by substring of the device name.
+DENSE_PEAK_TFLOPS = {
+    "H100 PCIe": {"float16": 756.0, "bfloat16": 756.0, "tf32": 378.0, "float32": 51.2, "float64": 51.2},
+    "H100": {"float16": 989.4, "bfloat16": 989.4, "tf32": 494.7, "float32": 66.9, "float64": 66.9},
+    "H200": {"float16": 989.4, "bfloat16": 989.4, "tf32": 494.7, "float32": 66.9, "float64": 66.9},
+    "A100": {"float16": 312.0, "bfloat16": 312.0, "tf32": 156.0, "float32": 19.5, "float64": 19.5},
+}
+
+
+def dense_peak_tflops(device: str, precision: str) -> float | None:
+    for name, peaks in DENSE_PEAK_TFLOPS.items():  # "H100 PCIe" is listed before "H100"
+        if name in device:
+            return peaks.get(precision)
+    return None
