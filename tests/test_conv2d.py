@@ -189,6 +189,22 @@ def test_auto_choice(monkeypatch):
     assert pick(x.half(), weight.half()) == conv_ops.DIRECT
 
 
+def test_measured_choice_times_the_accurate_candidates_once_per_shape(monkeypatch):
+    monkeypatch.setitem(conv_ops.ACCURATE_WINOGRAD_TILES, "float64", (4, 2))
+    conv_ops.set_benchmark(True)
+    try:
+        x, weight = torch.randn(1, 8, 10, 10, dtype=torch.float64), torch.randn(8, 8, 3, 3, dtype=torch.float64)
+        out = dlkernels.conv2d(x, weight, padding=1, backend="cpu")
+        assert len(conv_ops._MEASURED_TILES) == 1
+        assert next(iter(conv_ops._MEASURED_TILES.values())) in (conv_ops.DIRECT, 4, 2)
+        dlkernels.conv2d(x, weight, padding=1, backend="cpu")
+        dlkernels.conv2d(x[:, :, :8], weight, padding=1, backend="cpu")  # another shape: measured again
+        assert len(conv_ops._MEASURED_TILES) == 2
+        torch.testing.assert_close(out, F.conv2d(x, weight, padding=1), rtol=1e-10, atol=1e-10)
+    finally:
+        conv_ops.set_benchmark(False)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_winograd_inference_reuses_the_transformed_weight_until_it_changes(backend):
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64)

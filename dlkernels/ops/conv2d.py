@@ -16,6 +16,8 @@ op's accuracy bar (ACCURATE_WINOGRAD_TILES, checked by tests/test_conv2d.py).
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
@@ -184,6 +186,43 @@ def precision_of(dtype: torch.dtype, allow_tf32: bool) -> str:
     return "tf32" if dtype == torch.float32 and allow_tf32 else str(dtype).removeprefix("torch.")
 
 
+# The measured choice (like torch.backends.cudnn.benchmark): off by default; see set_benchmark.
+_BENCHMARK = {"enabled": False}
+_MEASURED_TILES: dict[tuple, int] = {}
+
+
+def set_benchmark(enabled: bool) -> None:
+    """Let algo="auto" time its candidates (direct and the accurate Winograd tiles) on the first call of each
+    shape, dtype, layout and backend, and keep the fastest, as torch.backends.cudnn.benchmark does. Never
+    applies under torch.compile, where the heuristic decides."""
+    _BENCHMARK["enabled"] = bool(enabled)
+    _MEASURED_TILES.clear()
+
+
+def _elapsed_seconds(fn, device: torch.device, repeats: int = 5) -> float:
+    fn()  # warm-up: Triton compiles and autotunes here
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    began = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return time.perf_counter() - began
+
+
+def _measured_tile(candidates: list[int], run, key: tuple, device: torch.device) -> int:
+    if key not in _MEASURED_TILES:
+        with torch.no_grad():
+            times = {tile: _elapsed_seconds(lambda: run(tile), device) for tile in candidates}
+        _MEASURED_TILES[key] = min(times, key=times.get)
+    return _MEASURED_TILES[key]
+
+
 def _tile_for(algo: str, x: Tensor, weight: Tensor, stride, dilation, groups: int, output_size,
               allow_tf32: bool) -> int:
     eligible = _winograd_eligible(weight, stride, dilation, groups)
@@ -278,6 +317,14 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     res = None if res is None else as_layout(res, fmt)
     bias = None if bias is None else bias.contiguous()
     relu = activation == "relu"
+    accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
+    if (algo == "auto" and _BENCHMARK["enabled"] and accurate and _winograd_eligible(weight, stride, dilation, groups)
+            and not torch.compiler.is_compiling()):
+        key = (tuple(x.shape), tuple(weight.shape), x.dtype, channels_last, tuple(begin), tuple(output_size),
+               allow_tf32, backend)
+        run = lambda t: _conv2d(x, w, bias, res, list(stride), list(begin), list(dilation), groups, output_size,
+                                relu, channels_last, allow_tf32, t, backend)
+        tile = _measured_tile([DIRECT, *accurate], run, key, x.device)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, weight, bias, residual))
     if tile != DIRECT and not needs_grad and not torch.compiler.is_compiling() and not weight.is_inference():
@@ -290,4 +337,4 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return out if batched else out.squeeze(0)
 
 
-__all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "conv2d", "precision_of"]
+__all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "conv2d", "precision_of", "set_benchmark"]
