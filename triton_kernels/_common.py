@@ -62,3 +62,17 @@ def channel_block(channels: int, max_block: int = 64) -> int:
     while block > 16 and channels % block:
         block //= 2
     return block if channels % block == 0 else max_block
+
+
+_SM_COUNTS = {}
+
+
+def target_programs(device, programs_per_sm: int) -> int:
+    """How many programs fill `device`: programs_per_sm per SM on a GPU; 8 on CPU (the interpreter),
+    which still splits reductions so the tests cover the split paths."""
+    if device.type != "cuda":
+        return 8
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNTS:
+        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return programs_per_sm * _SM_COUNTS[index]

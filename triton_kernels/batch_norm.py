@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
-                                    check_4d, memory_format)
+                                    check_4d, memory_format, target_programs)
 
 # Tile sizes in elements (BLOCK = ROWS * INNER). Every kernel here is memory bound: the tile only
 # has to keep enough bytes in flight per SM. The first config is the only one the interpreter
@@ -455,25 +455,13 @@ def _needs_int64(numel, channels, spatial):
     return numel + _MAX_BLOCK * max(channels, spatial, 1) >= 2**31
 
 
-_SM_COUNTS = {}
-
-
-def _target_programs(device):
-    if device.type != "cuda":
-        return 8
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNTS:
-        _SM_COUNTS[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _PROGRAMS_PER_SM * _SM_COUNTS[index]
-
-
 def _split(input, channels_last):
     """(c_programs, num_chunks): programs per chunk (channel blocks) and chunks per channel."""
     batch, channels = input.shape[:2]
     num_rows = input.numel() // max(channels, 1)
     inner = channel_block(channels, _MAX_BLOCK_C) if channels_last else 1
     c_programs = triton.cdiv(channels, inner) if channels_last else channels
-    wanted = triton.cdiv(_target_programs(input.device), c_programs)
+    wanted = triton.cdiv(target_programs(input.device, _PROGRAMS_PER_SM), c_programs)
     affordable = max(1, num_rows * min(inner, channels) // _MIN_CHUNK_ELEMENTS)
     return c_programs, max(1, min(wanted, affordable, _MAX_CHUNKS))
 
