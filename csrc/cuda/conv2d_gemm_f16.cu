@@ -1,0 +1,12 @@
+// Implicit-GEMM convolution kernels for fp16 on tensor cores (mma.sync m16n8k16):
+// forward, dgrad and wgrad in every layout, loader and tile shape the launchers in conv2d.cu can
+// pick. One dtype per file so that the instantiations compile in parallel.
+#include "conv2d_kernels.cuh"
+
+namespace dlk {
+namespace conv {
+
+DLK_CONV_GEMM_ENTRY_POINTS(, __half)
+
+}  // namespace conv
+}  // namespace dlk
