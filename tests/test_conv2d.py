@@ -204,6 +204,43 @@ def test_auto_uses_only_winograd_tiles_that_meet_the_accuracy_bar(dtype, record_
             assert min(ratios) > 2.0, f"F(4,3) meets the bar at {precision} ({ratios}): list it"
 
 
+ALGO_FACTOR = {"direct": 2.0, "winograd_2x2": WINOGRAD_ERROR_FACTOR[2], "winograd_4x4": WINOGRAD_ERROR_FACTOR[4]}
+
+
+def relative_errors(actual, reference):
+    """(max, mean) of |actual - reference| relative to max |reference| and mean |reference|."""
+    error = (actual.double() - reference).abs()
+    return error.max().item() / reference.abs().max().item(), error.mean().item() / reference.abs().mean().item()
+
+
+def accuracy_report(backend, device, record_property, shape=(2, 64, 14, 14)):
+    """Per algorithm and dtype: our and PyTorch's max/mean relative error against fp64 on the same inputs,
+    recorded as test properties (junit XML), and each algorithm held to its bar."""
+    generator = torch.Generator().manual_seed(1)
+    x64 = torch.randn(shape, generator=generator, dtype=torch.float64)
+    w64 = torch.randn(shape[1], shape[1], 3, 3, generator=generator, dtype=torch.float64) / (3 * shape[1] ** 0.5)
+    for dtype in LOW_PRECISION + [torch.float32]:
+        x, weight = x64.to(dtype).to(device), w64.to(dtype).to(device)
+        reference = F.conv2d(x.double(), weight.double(), padding=1)
+        theirs = relative_errors(F.conv2d(x, weight, padding=1), reference)
+        record_property(f"torch_{str(dtype)[6:]}_max_mean", theirs)
+        for algo, factor in ALGO_FACTOR.items():
+            ours = relative_errors(dlkernels.conv2d(x, weight, padding=1, algo=algo, backend=backend), reference)
+            record_property(f"{algo}_{str(dtype)[6:]}_max_mean", ours)
+            assert ours[0] <= factor * theirs[0] + UNIT_ROUNDOFF[dtype], (algo, dtype, ours, theirs)
+
+
+def test_accuracy_report(record_property):
+    accuracy_report("cpu", "cpu", record_property)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_gpu_accuracy_report_against_cudnn(backend, record_property):
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        accuracy_report(backend, "cuda", record_property, shape=(8, 256, 14, 14))
+
+
 def test_auto_choice(monkeypatch):
     x = torch.randn(1, 64, 16, 16)
     weight = torch.randn(64, 64, 3, 3)
