@@ -111,7 +111,87 @@ def _batch_norm():
                 calls(torch.empty(shape, dtype=dtype, memory_format=fmt), channels_last)
 
 
-EXERCISE = {"pool2d": _pool2d, "batch_norm": _batch_norm}
+def _conv2d():
+    from triton_kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+
+    def calls(x, out_channels, kernel, stride, groups, channels_last, bias=True, residual=True, relu=True,
+              tf32=False):
+        # Forward, dgrad and wgrad of one convolution with padding 1.
+        batch, channels, height, width = x.shape
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        size = [(s + 2 - kernel) // stride + 1 for s in (height, width)]
+        weight = torch.empty(out_channels, channels // groups, kernel, kernel, dtype=x.dtype, memory_format=fmt)
+        out = torch.empty(batch, out_channels, *size, dtype=x.dtype, memory_format=fmt)
+        geometry = ((stride, stride), (1, 1), (1, 1), groups)  # stride, padding, dilation, groups
+        conv2d_forward(x, weight, torch.empty(out_channels, dtype=x.dtype) if bias else None,
+                       out if residual else None, *geometry, size, relu, channels_last, tf32)
+        conv2d_backward_input(out, weight, (height, width), *geometry, channels_last, tf32)
+        conv2d_backward_weight(out, x, (kernel, kernel), *geometry, channels_last, tf32)
+
+    for dtype in DTYPES:
+        for channels_last in (True, False):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            x = torch.empty(2, 32, 8, 8, dtype=dtype, memory_format=fmt)
+            calls(x, 32, 3, 1, 1, channels_last)  # tap-major steps, every epilogue term
+            calls(x, 32, 3, 2, 2, channels_last, False, False, False)  # strided (phased dgrad), grouped
+            calls(x, 32, 3, 1, 32, channels_last)  # depthwise
+            # Few channels per group: flattened (tap, channel) steps.
+            calls(torch.empty(2, 3, 8, 8, dtype=dtype, memory_format=fmt), 16, 3, 2, 1, channels_last)
+            # 1x1 with 8192 output pixels: the wgrad reduction is split (sum kernel), also depthwise.
+            wide = torch.empty(2, 32, 64, 64, dtype=dtype, memory_format=fmt)
+            calls(wide, 32, 1, 1, 1, channels_last, False, False, False)
+            calls(wide, 32, 1, 1, 32, channels_last, False, False, False)
+            if dtype != torch.float32:  # every flag combination, TF32 and odd sizes for fp32 only
+                continue
+            for flags in itertools.product((False, True), repeat=3):
+                calls(x, 32, 3, 1, 1, channels_last, *flags)
+                calls(x, 32, 3, 1, 32, channels_last, *flags)
+            calls(x, 32, 3, 1, 1, channels_last, tf32=True)
+            calls(torch.empty(2, 24, 7, 9, dtype=dtype, memory_format=fmt), 40, 3, 1, 1, channels_last)
+            # 2**19 channels: a tile of slack passes 2**31, so INDEX_64 (GEMM and depthwise).
+            huge = torch.empty(1, 2**19, 1, 1, dtype=dtype, memory_format=fmt)
+            calls(huge, 16, 1, 1, 1, channels_last)
+            calls(huge, 2**19, 1, 1, 2**19, channels_last)
+
+
+def _conv2d_winograd():
+    from triton_kernels.conv2d_winograd import conv2d_winograd, winograd_transform_weight
+
+    def calls(x, out_channels, tile, channels_last, bias=True, residual=True, relu=True, tf32=False):
+        # The weight transform and the forward of one 3x3 convolution with padding 1.
+        batch, channels, height, width = x.shape
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        weight = torch.empty(out_channels, channels, 3, 3, dtype=x.dtype, memory_format=fmt)
+        out = torch.empty(batch, out_channels, height, width, dtype=x.dtype, memory_format=fmt)
+        transformed = winograd_transform_weight(weight, tile, channels_last)
+        conv2d_winograd(x, transformed, torch.empty(out_channels, dtype=x.dtype) if bias else None,
+                        out if residual else None, (1, 1), (height, width), tile, relu, channels_last, tf32)
+
+    for dtype in DTYPES:
+        for channels_last in (True, False):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            x = torch.empty(2, 32, 8, 8, dtype=dtype, memory_format=fmt)
+            for tile in (2, 4):
+                calls(x, 32, tile, channels_last)  # every epilogue term
+                calls(x, 32, tile, channels_last, False, False, False)
+                if dtype != torch.float32:  # every flag combination, TF32 and odd sizes for fp32 only
+                    continue
+                for flags in itertools.product((False, True), repeat=3):
+                    calls(x, 32, tile, channels_last, *flags)
+                calls(x, 32, tile, channels_last, tf32=True)
+                calls(torch.empty(2, 24, 7, 9, dtype=dtype, memory_format=fmt), 40, tile, channels_last)
+    # INDEX_64: a transformed weight of more than 2**31 elements (allocated lazily, never touched).
+    for channels_last in (True, False):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.empty(1, 1024, 2, 2, dtype=torch.float16, memory_format=fmt)
+        huge = torch.empty(16, 2**31 // (16 * 1024) + 1, 1024, dtype=torch.float16)
+        conv2d_winograd(x, huge, None, None, (1, 1), (2, 2), 2, False, channels_last, False)
+        winograd_transform_weight(torch.empty(2**31 // (36 * 1024) + 1, 1024, 3, 3, dtype=torch.float16,
+                                              memory_format=fmt), 4, channels_last)
+
+
+EXERCISE = {"pool2d": _pool2d, "batch_norm": _batch_norm, "conv2d": _conv2d,
+            "conv2d_winograd": _conv2d_winograd}
 
 
 def main(op, shard, num_shards):
