@@ -43,6 +43,7 @@
 #include <utility>
 
 #include "common.cuh"
+#include "tensor_core.cuh"
 #include "dlk/conv2d.h"
 
 namespace dlk {
@@ -69,8 +70,9 @@ DLK_HOST_DEVICE uint32_t tile_offset(int row, int byte) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Asynchronous copies and tensor-core instructions (sm_80+). The host branches replay what the
-// instruction does, so that a host harness can run a block's loaders and fragment addressing.
+// Asynchronous copies and tensor-core instructions (sm_80+): the PTX wrappers are in tensor_core.cuh;
+// the host branches below replay what the instruction does, so that a host harness can run a block's
+// loaders and fragment addressing.
 
 // Loops kept rolled in device code (host compilers warn about the unknown pragma).
 #ifdef __CUDA_ARCH__
@@ -85,29 +87,13 @@ DLK_HOST_DEVICE uint32_t tile_offset(int row, int byte) {
 
 // 16 bytes from global memory to shared memory, or 16 zero bytes when !valid (src must still be a
 // valid address: it is not read).
+static_assert(kChunkBytes == 16, "chunks are cp_async_16 copies");
 DLK_HOST_DEVICE void copy_chunk_async(char* dst, const void* src, bool valid) {
 #ifdef __CUDA_ARCH__
-  const uint32_t dst_shared = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst_shared), "l"(src),
-               "r"(valid ? kChunkBytes : 0)
-               : "memory");
+  cp_async_16(shared_address(dst), src, valid);
 #else
   if (valid) std::memcpy(dst, src, kChunkBytes);
   else std::memset(dst, 0, kChunkBytes);
-#endif
-}
-
-DLK_HOST_DEVICE void cp_async_commit() {
-#ifdef __CUDA_ARCH__
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-// Waits until at most kPending of this thread's committed groups are still in flight.
-template <int kPending>
-DLK_HOST_DEVICE void cp_async_wait() {
-#ifdef __CUDA_ARCH__
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 
@@ -116,11 +102,7 @@ DLK_HOST_DEVICE void cp_async_wait() {
 template <class RowOffset>
 DLK_HOST_DEVICE void load_matrix_x4(uint32_t (&regs)[4], const char* tile, RowOffset&& row_offset, int lane) {
 #ifdef __CUDA_ARCH__
-  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(tile + row_offset(lane)));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(regs[0]), "=r"(regs[1]), "=r"(regs[2]), "=r"(regs[3])
-               : "r"(address)
-               : "memory");
+  ldmatrix_x4_memory_clobber(regs, shared_address(tile + row_offset(lane)));
 #else
   for (int j = 0; j < 4; ++j) std::memcpy(&regs[j], tile + row_offset(8 * j + lane / 4) + 4 * (lane % 4), 4);
 #endif
@@ -130,37 +112,11 @@ DLK_HOST_DEVICE void load_matrix_x4(uint32_t (&regs)[4], const char* tile, RowOf
 // expects its operands.
 DLK_HOST_DEVICE uint32_t round_to_tf32(uint32_t bits) {
 #ifdef __CUDA_ARCH__
-  uint32_t out;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(out) : "f"(__uint_as_float(bits)));
-  return out;
+  return cvt_rna_tf32(bits);
 #else
   return (bits + 0x1000u) & 0xffffe000u;  // finite inputs: what the host harness feeds
 #endif
 }
-
-#ifdef __CUDA_ARCH__
-// D += A * B for one m16n8 tile; not volatile, so that the compiler may overlap it with the next
-// k-step's fragment loads.
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], TypeTag<__half>) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                                    TypeTag<__nv_bfloat16>) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], TypeTag<float>) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-#endif
 
 DLK_HOST_DEVICE float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
 DLK_HOST_DEVICE double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
@@ -659,7 +615,7 @@ struct MmaThread {
       DLK_UNROLL
       for (int mi = 0; mi < kMi; ++mi)
         DLK_UNROLL
-        for (int ni = 0; ni < kNi; ++ni) mma(acc[mi][ni], f.a[mi], f.b[ni], TypeTag<T>{});
+        for (int ni = 0; ni < kNi; ++ni) mma_sync_unordered(acc[mi][ni], f.a[mi], f.b[ni], TypeTag<T>{});
     }
   }
 #endif

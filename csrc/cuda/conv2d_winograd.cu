@@ -30,6 +30,7 @@
 #include "conv2d_winograd.cuh"
 
 #include "common.cuh"
+#include "tensor_core.cuh"
 
 #include <algorithm>
 #include <cstdint>
@@ -355,62 +356,9 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------------
 // Kernel 2: the alpha^2 GEMMs, output transform and epilogue.
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy through L2 only (.cg: each operand byte is used once per block);
-// src_bytes 0 writes zeros without reading.
-__device__ __forceinline__ void copy_async_16(uint32_t smem, const void* global, bool valid) {
-  const int src_bytes = valid ? kCopyBytes : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(global), "r"(src_bytes)
-               : "memory");
-}
-
-__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-
-template <int kPending>
-__device__ __forceinline__ void copy_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem));
-}
-
-// Rounds fp32 bits to TF32 (nearest, ties away), the operand precision of the TF32 mma.
-__device__ __forceinline__ uint32_t to_tf32(uint32_t bits) {
-  uint32_t rounded;
-  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(rounded) : "f"(__uint_as_float(bits)));
-  return rounded;
-}
-
-// c += a . b for one 16x8 fragment and one 32-byte k-step.
-__device__ __forceinline__ void mma_step(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                                         TypeTag<__half>) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-               "{%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void mma_step(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                                         TypeTag<__nv_bfloat16>) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-               "{%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-__device__ __forceinline__ void mma_step(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
-                                         TypeTag<float>) {
-  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-               "{%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
+// PTX wrappers (cp.async, ldmatrix, mma.sync, cvt.rna.tf32): tensor_core.cuh. The stage copies are
+// cp.async.cg (L2 only): each operand byte is used once per block.
+static_assert(kCopyBytes == 16, "stage copies are cp_async_16 copies");
 
 // One stage (128 bytes of the reduction) on tensor cores: per 32-byte k-step, ldmatrix the warp's
 // A fragments (V rows) and B fragments (U rows), then every fragment pair's mma.
@@ -437,18 +385,18 @@ __device__ __forceinline__ void mma_stage(uint32_t a_smem, uint32_t b_smem, int 
       DLK_UNROLL
       for (int i = 0; i < Shape::kFragsM; ++i) {
         DLK_UNROLL
-        for (int r = 0; r < 4; ++r) a[i][r] = to_tf32(a[i][r]);
+        for (int r = 0; r < 4; ++r) a[i][r] = cvt_rna_tf32(a[i][r]);
       }
       DLK_UNROLL
       for (int j = 0; j < Shape::kFragsN; ++j) {
-        b[j][0] = to_tf32(b[j][0]);
-        b[j][1] = to_tf32(b[j][1]);
+        b[j][0] = cvt_rna_tf32(b[j][0]);
+        b[j][1] = cvt_rna_tf32(b[j][1]);
       }
     }
     DLK_UNROLL
     for (int i = 0; i < Shape::kFragsM; ++i) {
       DLK_UNROLL
-      for (int j = 0; j < Shape::kFragsN; ++j) mma_step(acc[i][j], a[i], b[j], TypeTag<T>{});
+      for (int j = 0; j < Shape::kFragsN; ++j) mma_sync(acc[i][j], a[i], b[j], TypeTag<T>{});
     }
   }
 }
@@ -562,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, (GemmShape<Tile, T, kTensorCores, kN
     for (int j = 0; j < Shape::kCopiesPerThread; ++j) {
       const StageCopy s = stage_copy<Shape, T>(a, thread + j * kThreads, tile0, k0, xi, c0);
       const T* source = s.from_weight ? transformed_weight : transformed_input;
-      copy_async_16(shared_address(stage + s.smem_offset), s.valid ? source + s.element : source, s.valid);
+      cp_async_16(shared_address(stage + s.smem_offset), s.valid ? source + s.element : source, s.valid);
     }
   };
 
@@ -581,16 +529,16 @@ __global__ void __launch_bounds__(kThreads, (GemmShape<Tile, T, kTensorCores, kN
   DLK_UNROLL
   for (int step = 0; step < kStages - 1; ++step) {
     if (step < steps) load_stage(step);
-    copy_async_commit();
+    cp_async_commit();
   }
   int position = 0, chunk = 0;
   for (int step = 0; step < steps; ++step) {
     // Stage `step` has landed for this thread; the barrier makes every thread's copies visible and
     // guarantees that all warps are done with the stage the next copies overwrite (read at step - 1).
-    copy_async_wait<kStages - 2>();
+    cp_async_wait<kStages - 2>();
     __syncthreads();
     if (step + kStages - 1 < steps) load_stage(step + kStages - 1);
-    copy_async_commit();
+    cp_async_commit();
 
     const unsigned char* stage = smem + (step % kStages) * Shape::kStageBytes;
     const unsigned char* a_tile = stage + warp_row * kSmemRowBytes;
@@ -609,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, (GemmShape<Tile, T, kTensorCores, kN
       ++position;
     }
   }
-  copy_async_wait<0>();
+  cp_async_wait<0>();
 
   store_outputs<Shape, T, Tile>(a, tile0, k0, warp_row, warp_col, lane, y);
 }
