@@ -124,4 +124,15 @@ __device__ __forceinline__ void mma_sync_unordered(float (&d)[4], const uint32_t
 #undef DLK_TC_MMA_BF16
 #undef DLK_TC_MMA_TF32
 
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: as ldmatrix_x4, each 8x8 matrix transposed on the
+// way: register j of lane l receives elements (row 2 * (l % 4) + {0, 1}, column l / 4) of matrix j.
+// With the rows of a tile holding k (n contiguous), this is the m16n8k16 B fragment of that tile
+// (k = 2t + {0, 1}, n = g). With a "memory" clobber, like ldmatrix_x4_memory_clobber.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t smem) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem)
+               : "memory");
+}
+
 }  // namespace dlk

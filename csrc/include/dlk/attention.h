@@ -70,7 +70,7 @@ struct AttentionParams {
   void* lse = nullptr;  // written by the forward, read by the backward
   int64_t lse_batch_stride = 0, lse_head_stride = 0;
 
-  float scale = 1.0f;  // softmax scale, usually 1/sqrt(D)
+  float scale = 1.0f;  // softmax scale, usually 1/sqrt(D); float even for fp64 inputs (the CPU reference)
   bool causal = false;
   bool causal_bottom_right = true;
   double dropout_p = 0.0;  // in [0, 1); 0 disables dropout (double: the threshold must match Python's)
@@ -117,7 +117,8 @@ DLK_HOST_DEVICE uint32_t dropout_threshold(double p) {
   return t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t);
 }
 
-// Counter of element (head h, query token q_token = seq_start_q(b) + i, key j). seqlen_k is the
+// Counter of element (head h, query token q_token, key j): q_token = cu_seqlens_q[b] + i in varlen
+// mode and b * Nq + i in dense mode (the token's index among all B * Nq queries). seqlen_k is the
 // params' (max) key length, total_q the params' total_q: unique per element of the batch.
 DLK_HOST_DEVICE uint64_t dropout_counter(int h, int64_t total_q, int64_t q_token, int seqlen_k, int j) {
   return (static_cast<uint64_t>(h) * static_cast<uint64_t>(total_q) + static_cast<uint64_t>(q_token)) *

@@ -1,0 +1,983 @@
+// Flash-attention backward kernels (FlashAttention-2 algorithm, deterministic). Included by the
+// per-dtype instantiation files attention_bwd_{f16,bf16,f32}.cu; the launcher and the argument
+// checks are in attention_bwd.cu. Semantics, layouts and the dropout rule: dlk/attention.h.
+//
+// Three kernels per backward:
+//   1. row_terms:  D_i = rowsum(dO_i * O_i) in fp32 into the workspace (indexed like lse).
+//   2. dkdv:       one CTA per (key block, kv head, sequence). K_j and V_j stay in shared memory;
+//                  the CTA walks the query heads of its GQA group, and for each their query blocks
+//                  that can see the key block (causal blocks above the diagonal are skipped),
+//                  recomputing S^T = K Q^T, P^T from lse, dP^T = V dO^T, and accumulating
+//                  dV += P'^T dO and dK += dS^T Q in registers. Heads are summed in a fixed order.
+//   3. dq:         one CTA per (query block, q head, sequence), walking the visible key blocks and
+//                  accumulating dQ += dS K in registers, written once at the end.
+// No floating-point atomics anywhere: every output element is written by exactly one CTA, so the
+// gradients are bitwise reproducible. The price against FlashAttention-2's atomic dQ is that S, P
+// and dP are computed twice (once per kernel): the backward does 7 instead of 5 block matmuls
+// (QK^T and dO V^T recomputed), ~1.4x the tensor-core work, in exchange for no fp32 dQ accumulator
+// in global memory, no atomics traffic and no conversion pass.
+//
+// Tensor-core path (fp16 / bf16, sm_80+): mma.sync m16n8k16 with fp32 accumulators. Every warp owns
+// 16 rows of its CTA's resident block (keys in dkdv, queries in dq) and all columns of S, so S, P
+// and dS never leave registers: the m16n8 accumulator of two adjacent n-tiles is exactly the A
+// fragment of the next m16n8k16 (FlashAttention-2's register reuse). Tiles live in shared memory as
+// rows of head_dim elements in 16-byte chunks, XOR-swizzled (tile_chunk_offset) so that the eight
+// rows of every ldmatrix phase and every 8 consecutive cp.async chunks hit 8 distinct bank groups.
+// The streamed operands (Q, dO in dkdv; K, V in dq) are double-buffered with cp.async.
+//
+// SIMT path: fp32 (exact, FMA in fp32), and the fallback for fp16 / bf16 inputs whose pointers or
+// strides are not 16-byte aligned, or when a tensor-core configuration does not fit the device's
+// shared memory. Same decomposition with 16 x 16 blocks; one thread per score, then one thread
+// per output element.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "common.cuh"
+#include "tensor_core.cuh"
+#include "dlk/attention.h"
+
+namespace dlk {
+namespace attention_bwd {
+
+constexpr int kWarpSize = 32;
+constexpr int kChunkBytes = 16;
+
+// Loops kept rolled in device code (host compilers warn about the unknown pragma).
+#ifdef __CUDA_ARCH__
+#define DLK_NO_UNROLL _Pragma("unroll 1")
+#else
+#define DLK_NO_UNROLL
+#endif
+constexpr float kLog2e = 1.4426950408889634f;
+
+DLK_HOST_DEVICE int ceil_div(int a, int b) { return (a + b - 1) / b; }
+DLK_HOST_DEVICE int max_int(int a, int b) { return a > b ? a : b; }
+DLK_HOST_DEVICE int min_int(int a, int b) { return a < b ? a : b; }
+
+// ---------------------------------------------------------------------------------------------
+// Index math shared by every kernel (host-callable: the emulation harness runs it).
+
+// Where sequence b lives: its first query / key token (varlen: cu_seqlens; dense: 0) and lengths.
+struct Sequence {
+  int64_t q_start = 0, k_start = 0;
+  int len_q = 0, len_k = 0;
+  int shift = 0;  // causal_shift: key j is visible to query i iff j <= i + shift (when causal)
+};
+
+DLK_HOST_DEVICE Sequence sequence_of(const AttentionParams& p, int b) {
+  Sequence s;
+  if (p.cu_seqlens_q != nullptr) {
+    s.q_start = p.cu_seqlens_q[b];
+    s.k_start = p.cu_seqlens_k[b];
+    s.len_q = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+    s.len_k = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+  } else {
+    s.len_q = p.seqlen_q;
+    s.len_k = p.seqlen_k;
+  }
+  s.shift = p.causal_bottom_right ? s.len_k - s.len_q : 0;
+  return s;
+}
+
+// First query that sees any key at or after key j0 (j0 < len_k): under causality the smallest i
+// with attention_key_end(i) > j0, i.e. i + shift + 1 > j0; without it, query 0.
+DLK_HOST_DEVICE int first_query_seeing(const AttentionParams& p, const Sequence& s, int j0) {
+  return p.causal ? max_int(0, j0 - s.shift) : 0;
+}
+
+// Query blocks [first, end) that a dkdv CTA for key block `key_block` visits (of kBlockQ queries).
+struct BlockRange {
+  int first = 0, end = 0;
+  DLK_HOST_DEVICE int count() const { return end > first ? end - first : 0; }
+};
+
+DLK_HOST_DEVICE BlockRange query_blocks_for_keys(const AttentionParams& p, const Sequence& s, int j0,
+                                                 int block_q) {
+  const int first_query = first_query_seeing(p, s, j0);
+  if (first_query >= s.len_q) return {0, 0};  // top-left causal, keys past the last query's reach
+  return {first_query / block_q, ceil_div(s.len_q, block_q)};
+}
+
+// Key blocks [0, end) a dq CTA for queries [i0, i0 + block_q) visits: up to the last key visible to
+// its last valid query (attention_key_end is non-decreasing in i).
+DLK_HOST_DEVICE BlockRange key_blocks_for_queries(const AttentionParams& p, const Sequence& s, int i0,
+                                                  int block_q, int block_k) {
+  const int last_query = min_int(i0 + block_q, s.len_q) - 1;
+  return {0, ceil_div(attention_key_end(p, last_query, s.len_q, s.len_k), block_k)};
+}
+
+// Offset of element (b, h, token, 0): the one indexing rule of dlk/attention.h (token = seq start
+// + row; the batch stride is 0 in varlen mode).
+DLK_HOST_DEVICE int64_t row_offset(int64_t batch_stride, int64_t head_stride, int64_t row_stride, int b, int h,
+                                   int64_t token) {
+  return b * batch_stride + h * head_stride + token * row_stride;
+}
+
+// The workspace's fp32 row terms D_i, laid out like lse: dense (B, Hq, Nq), varlen (Hq, total_q).
+struct RowTermsLayout {
+  int64_t batch_stride = 0, head_stride = 0, elements = 0;
+};
+
+DLK_HOST_DEVICE RowTermsLayout row_terms_layout(const AttentionParams& p) {
+  RowTermsLayout l;
+  if (p.cu_seqlens_q != nullptr) {
+    l.head_stride = p.total_q;
+    l.elements = int64_t(p.heads_q) * p.total_q;
+  } else {
+    l.head_stride = p.seqlen_q;
+    l.batch_stride = int64_t(p.heads_q) * p.seqlen_q;
+    l.elements = int64_t(p.batch) * l.batch_stride;
+  }
+  return l;
+}
+
+// log2-domain lse of a row: P = exp2(S * scale * log2e - lse * log2e). Rows without a visible key
+// (lse = -inf) and rows past the sequence get +inf, so exp2 gives exactly 0 for every score of the
+// row (finite or -inf) instead of exp(-inf - -inf) = NaN.
+DLK_HOST_DEVICE float lse_log2_of(float lse, bool valid_row) {
+  return (valid_row && lse != -INFINITY) ? lse * kLog2e : INFINITY;
+}
+
+// Dropout factor of element (h, query token, key j): keep / (1 - p).
+struct Dropout {
+  bool enabled = false;
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  float keep_scale = 1.0f;  // 1 / (1 - p)
+  int64_t total_q = 0;
+  int seqlen_k = 0;
+  DLK_HOST_DEVICE float factor(int h, int64_t q_token, int j) const {
+    if (!enabled) return 1.0f;
+    return dropout_keep(seed, dropout_counter(h, total_q, q_token, seqlen_k, j), threshold) ? keep_scale : 0.0f;
+  }
+};
+
+DLK_HOST_DEVICE Dropout make_dropout(const AttentionParams& p) {
+  Dropout d;
+  d.enabled = p.dropout_p > 0.0;
+  d.seed = p.seed;
+  d.threshold = dropout_threshold(p.dropout_p);
+  d.keep_scale = d.enabled ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.0f;
+  d.total_q = p.total_q;
+  d.seqlen_k = p.seqlen_k;
+  return d;
+}
+
+// Score in natural-log units, s = scale * q.k (+ bias[b, h, i, j]).
+template <typename T>
+DLK_HOST_DEVICE float biased_score(const AttentionParams& p, float dot, int b, int h, int i, int j) {
+  float s = dot * p.scale;
+  if (p.bias != nullptr) {
+    const T* bias = static_cast<const T*>(p.bias);
+    s += to_accumulate(bias[b * p.bias_batch_stride + h * p.bias_head_stride + i * p.bias_row_stride + j]);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory tiles: kRows rows of head_dim 16-bit elements, kRowChunks 16-byte chunks per row.
+// Chunk c of row r is stored at chunk position c ^ f(r) of that row (a bijection of the row):
+//   kRowChunks % 8 == 0 (head_dim 64, 128, 256): f(r) = r % 8. An ldmatrix phase reads one logical
+//     chunk of 8 consecutive rows: 8 distinct chunk positions modulo 8 = 8 bank groups.
+//   otherwise (head_dim 32, 96: 4 or 12 chunks, rows 64 or 192 bytes): f(r) = (r / 2) % 4, which
+//     only flips the low two bits (stays inside the row). Row r starts at bank group 4 * (r % 2)
+//     (mod 8), so 8 consecutive rows give 4 * (r % 2) + ((c ^ r / 2) % 4): 8 distinct groups.
+// tiles_test in the emulation harness checks the bijection and the conflict freedom.
+template <int kRowChunks>
+DLK_HOST_DEVICE uint32_t tile_chunk_offset(int row, int chunk) {
+  static_assert(kRowChunks % 4 == 0, "rows of whole 64-byte units");
+  const int swizzled = (kRowChunks % 8 == 0) ? (chunk ^ (row & 7)) : (chunk ^ ((row >> 1) & 3));
+  return uint32_t(row * kRowChunks + swizzled) * kChunkBytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core configurations per head dim (fp16 / bf16). 4 warps; the resident block is 16 rows per
+// warp = 64 rows; the streamed block is sized so that accumulators + S + dP fit the 255-register
+// budget without spills and the double-buffered tiles fit shared memory (numbers in the report at
+// the bottom of attention_bwd.cu):
+//   dkdv: accumulators dK + dV = 2 * 16 * D / 32 = D floats per thread, S^T + dP^T = 2 * Nq / 8.
+//   dq:   accumulator dQ = D / 2 floats per thread, S + dP = 2 * Nk / 8.
+// head_dim 256 runs dkdv twice (dV pass, then dK pass): 2 x 128 accumulator registers cannot fit.
+template <int kHeadDim> struct TensorCoreConfig;
+template <> struct TensorCoreConfig<32> { static constexpr int kDkdvBlockQ = 64, kDqBlockK = 64; static constexpr bool kSplitDkdv = false; };
+template <> struct TensorCoreConfig<64> { static constexpr int kDkdvBlockQ = 64, kDqBlockK = 64; static constexpr bool kSplitDkdv = false; };
+template <> struct TensorCoreConfig<96> { static constexpr int kDkdvBlockQ = 32, kDqBlockK = 64; static constexpr bool kSplitDkdv = false; };
+template <> struct TensorCoreConfig<128> { static constexpr int kDkdvBlockQ = 32, kDqBlockK = 64; static constexpr bool kSplitDkdv = false; };
+template <> struct TensorCoreConfig<256> { static constexpr int kDkdvBlockQ = 32, kDqBlockK = 32; static constexpr bool kSplitDkdv = true; };
+
+constexpr int kTcWarps = 4;
+constexpr int kTcThreads = kTcWarps * kWarpSize;
+constexpr int kTcResidentRows = 16 * kTcWarps;  // keys per dkdv CTA, queries per dq CTA
+
+template <typename T, int kHeadDim>
+struct TileShape {
+  static constexpr int kRowBytes = kHeadDim * int(sizeof(T));
+  static constexpr int kRowChunks = kRowBytes / kChunkBytes;
+  static constexpr int kChunkElems = kChunkBytes / int(sizeof(T));
+  static constexpr int kKSteps = kHeadDim / 16;  // m16n8k16 steps over the head dim
+};
+
+// Shared-memory bytes of the two tensor-core kernels (resident tiles + 2 stages of streamed tiles
+// + 2 stages of fp32 row terms in dkdv).
+template <typename T, int kHeadDim>
+constexpr int dkdv_smem_bytes() {
+  return 2 * kTcResidentRows * TileShape<T, kHeadDim>::kRowBytes +
+         2 * 2 * TensorCoreConfig<kHeadDim>::kDkdvBlockQ * TileShape<T, kHeadDim>::kRowBytes +
+         2 * 2 * TensorCoreConfig<kHeadDim>::kDkdvBlockQ * int(sizeof(float));
+}
+template <typename T, int kHeadDim>
+constexpr int dq_smem_bytes() {
+  return 2 * kTcResidentRows * TileShape<T, kHeadDim>::kRowBytes +
+         2 * 2 * TensorCoreConfig<kHeadDim>::kDqBlockK * TileShape<T, kHeadDim>::kRowBytes;
+}
+
+#if defined(__CUDACC__)
+
+// Rows [first_row, first_row + kRows) of one head of a tensor into a swizzled tile with cp.async;
+// rows at or past valid_rows are zero-filled (their source is not read). `base` points at row 0.
+template <typename T, int kHeadDim, int kRows>
+__device__ __forceinline__ void load_tile_async(char* tile, const T* base, int64_t row_stride, int first_row,
+                                                int valid_rows) {
+  using Shape = TileShape<T, kHeadDim>;
+  for (int idx = threadIdx.x; idx < kRows * Shape::kRowChunks; idx += blockDim.x) {
+    const int row = idx / Shape::kRowChunks, chunk = idx % Shape::kRowChunks;
+    const bool valid = first_row + row < valid_rows;
+    const T* src = valid ? base + (first_row + row) * row_stride + chunk * Shape::kChunkElems : base;
+    cp_async_16(shared_address(tile + tile_chunk_offset<Shape::kRowChunks>(row, chunk)), src, valid);
+  }
+}
+
+// Rows [first_row, min(first_row + kRows, valid_rows)) of a swizzled tile to global memory, 16 bytes
+// per store.
+template <typename T, int kHeadDim, int kRows>
+__device__ __forceinline__ void store_tile(const char* tile, T* base, int64_t row_stride, int first_row,
+                                           int valid_rows) {
+  using Shape = TileShape<T, kHeadDim>;
+  for (int idx = threadIdx.x; idx < kRows * Shape::kRowChunks; idx += blockDim.x) {
+    const int row = idx / Shape::kRowChunks, chunk = idx % Shape::kRowChunks;
+    if (first_row + row >= valid_rows) continue;
+    const uint4 value = *reinterpret_cast<const uint4*>(tile + tile_chunk_offset<Shape::kRowChunks>(row, chunk));
+    *reinterpret_cast<uint4*>(base + (first_row + row) * row_stride + chunk * Shape::kChunkElems) = value;
+  }
+}
+
+// Fragment loads (layouts: tensor_core.cuh). g = lane / 4, t = lane % 4.
+// A (16 rows x 16 k) from a tile whose rows are the A rows: matrices (rows 0-7, k 0-7), (rows 8-15,
+// k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a[0..3].
+template <int kRowChunks>
+__device__ __forceinline__ void load_a_fragment(uint32_t (&a)[4], const char* tile, int row0, int k0, int lane) {
+  const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int chunk = k0 / 8 + (lane >> 4);
+  ldmatrix_x4_memory_clobber(a, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
+}
+
+// B of two n8 tiles (n0..n0+15, k0..k0+15) from a tile whose rows are n (k contiguous): matrices
+// (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15): b[0..1] is n-tile 0, b[2..3]
+// n-tile 1.
+template <int kRowChunks>
+__device__ __forceinline__ void load_b_fragments(uint32_t (&b)[4], const char* tile, int n0, int k0, int lane) {
+  const int row = n0 + (lane & 7) + (lane >> 4) * 8;
+  const int chunk = k0 / 8 + ((lane >> 3) & 1);
+  ldmatrix_x4_memory_clobber(b, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
+}
+
+// B of two n8 tiles from a tile whose rows are k (n contiguous), through ldmatrix.trans: matrices
+// (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15).
+template <int kRowChunks>
+__device__ __forceinline__ void load_b_fragments_trans(uint32_t (&b)[4], const char* tile, int k0, int n0,
+                                                       int lane) {
+  const int row = k0 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int chunk = n0 / 8 + (lane >> 4);
+  ldmatrix_x4_trans(b, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
+}
+
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi, TypeTag<__half>) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  return bits;
+}
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi, TypeTag<__nv_bfloat16>) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  return bits;
+}
+
+// The accumulators of n-tiles 2s and 2s+1 (rows g, g+8; columns 16s + 2t + {0, 1}, + 8) as the A
+// fragment of k-step s: a[0] = (g, 2t), a[1] = (g + 8, 2t), a[2] = (g, 2t + 8), a[3] = (g + 8, 2t + 8).
+template <typename T>
+__device__ __forceinline__ void accumulators_to_a_fragment(uint32_t (&a)[4], const float (&lo)[4],
+                                                           const float (&hi)[4]) {
+  a[0] = pack_pair(lo[0], lo[1], TypeTag<T>{});
+  a[1] = pack_pair(lo[2], lo[3], TypeTag<T>{});
+  a[2] = pack_pair(hi[0], hi[1], TypeTag<T>{});
+  a[3] = pack_pair(hi[2], hi[3], TypeTag<T>{});
+}
+
+// acc[nt] (16 rows x kCols columns of one warp, rows row0 + g (+ 8)) scaled, into a swizzled tile of T.
+template <typename T, int kHeadDim>
+__device__ __forceinline__ void stage_accumulators(char* tile, const float (&acc)[kHeadDim / 8][4], float scale,
+                                                   int row0, int lane) {
+  using Shape = TileShape<T, kHeadDim>;
+  const int g = lane >> 2, t = lane & 3;
+  DLK_UNROLL
+  for (int nt = 0; nt < kHeadDim / 8; ++nt) {
+    DLK_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + g + 8 * half;
+      const uint32_t bits = pack_pair(acc[nt][2 * half] * scale, acc[nt][2 * half + 1] * scale, TypeTag<T>{});
+      // Column 8 nt + 2t: chunk nt (8 elements per chunk), byte 4t inside it.
+      *reinterpret_cast<uint32_t*>(tile + tile_chunk_offset<Shape::kRowChunks>(row, nt) + 4 * t) = bits;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 1: D_i = rowsum(dO_i * O_i), one warp per row (16 rows per 128-thread CTA).
+constexpr int kRowTermsRows = 16;
+
+template <typename T>
+__global__ void __launch_bounds__(128) row_terms_kernel(const AttentionBwdParams p, float* row_terms) {
+  const int b = blockIdx.z, h = blockIdx.y;
+  const Sequence s = sequence_of(p, b);
+  const RowTermsLayout layout = row_terms_layout(p);
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const T* out = static_cast<const T*>(p.out);
+  const T* grad_out = static_cast<const T*>(p.grad_out);
+  for (int r = warp; r < kRowTermsRows; r += blockDim.x / kWarpSize) {
+    const int i = blockIdx.x * kRowTermsRows + r;
+    if (i >= s.len_q) break;
+    const int64_t token = s.q_start + i;
+    const T* o_row = out + row_offset(p.out_batch_stride, p.out_head_stride, p.out_row_stride, b, h, token);
+    const T* do_row =
+        grad_out + row_offset(p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride, b, h, token);
+    float sum = 0.0f;
+    for (int d = lane; d < p.head_dim; d += kWarpSize) sum += to_accumulate(o_row[d]) * to_accumulate(do_row[d]);
+    DLK_UNROLL
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) row_terms[b * layout.batch_stride + h * layout.head_stride + token] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 2 (tensor cores): dK and/or dV of one key block. Warp w owns keys 16w .. 16w + 15 of the
+// block; S^T (keys x queries) stays in its registers.
+template <typename T, int kHeadDim, bool kGradK, bool kGradV>
+__global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdParams p, const float* row_terms) {
+  using Shape = TileShape<T, kHeadDim>;
+  constexpr int kBlockK = kTcResidentRows;
+  constexpr int kBlockQ = TensorCoreConfig<kHeadDim>::kDkdvBlockQ;
+  constexpr int kChunks = Shape::kRowChunks;
+  constexpr bool kNeedDP = kGradK;  // dP only feeds dS, i.e. dK
+
+  extern __shared__ __align__(128) char smem[];
+  char* k_tile = smem;
+  char* v_tile = k_tile + kBlockK * Shape::kRowBytes;
+  char* q_tiles = v_tile + kBlockK * Shape::kRowBytes;        // [2 stages][kBlockQ rows]
+  char* do_tiles = q_tiles + 2 * kBlockQ * Shape::kRowBytes;  // [2 stages][kBlockQ rows]
+  float* lse_tiles = reinterpret_cast<float*>(do_tiles + 2 * kBlockQ * Shape::kRowBytes);  // [2][kBlockQ]
+  float* dsum_tiles = lse_tiles + 2 * kBlockQ;                                              // [2][kBlockQ]
+
+  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const Sequence s = sequence_of(p, b);
+  const int j0 = key_block * kBlockK;
+  if (j0 >= s.len_k) return;  // varlen: past this sequence's keys
+  const int group = p.heads_q / p.heads_kv;
+  const BlockRange q_blocks = query_blocks_for_keys(p, s, j0, kBlockQ);
+  const int iterations = group * q_blocks.count();  // (query head, query block) pairs, heads outer
+  const RowTermsLayout terms = row_terms_layout(p);
+  const Dropout dropout = make_dropout(p);
+  const float* lse = static_cast<const float*>(p.lse);
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane >> 2, t = lane & 3;
+
+  const T* k_base = static_cast<const T*>(p.k) +
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+  const T* v_base = static_cast<const T*>(p.v) +
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
+  load_tile_async<T, kHeadDim, kBlockK>(k_tile, k_base, p.k_row_stride, j0, s.len_k);
+  if (kNeedDP) load_tile_async<T, kHeadDim, kBlockK>(v_tile, v_base, p.v_row_stride, j0, s.len_k);
+  cp_async_commit();
+
+  // Issues the loads of iteration `it` into stage it % 2: Q and dO by cp.async, the row terms by
+  // plain loads (the stage was last read before the previous iteration's closing barrier).
+  auto issue = [&](int it) {
+    const int stage = it & 1;
+    const int h = kv_head * group + it / q_blocks.count();
+    const int i0 = (q_blocks.first + it % q_blocks.count()) * kBlockQ;
+    const T* q_base = static_cast<const T*>(p.q) +
+                      row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, s.q_start);
+    const T* do_base = static_cast<const T*>(p.grad_out) +
+                       row_offset(p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride, b, h,
+                                  s.q_start);
+    load_tile_async<T, kHeadDim, kBlockQ>(q_tiles + stage * kBlockQ * Shape::kRowBytes, q_base, p.q_row_stride, i0,
+                                          s.len_q);
+    load_tile_async<T, kHeadDim, kBlockQ>(do_tiles + stage * kBlockQ * Shape::kRowBytes, do_base,
+                                          p.grad_out_row_stride, i0, s.len_q);
+    for (int r = threadIdx.x; r < kBlockQ; r += blockDim.x) {
+      const int i = i0 + r;
+      const bool valid = i < s.len_q;
+      const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i;
+      const int64_t term_at = b * terms.batch_stride + h * terms.head_stride + s.q_start + i;
+      lse_tiles[stage * kBlockQ + r] = lse_log2_of(valid ? lse[at] : 0.0f, valid);
+      dsum_tiles[stage * kBlockQ + r] = valid ? row_terms[term_at] : 0.0f;
+    }
+  };
+
+  if (iterations > 0) issue(0);
+  cp_async_commit();
+
+  float dk_acc[kHeadDim / 8][4] = {};
+  float dv_acc[kHeadDim / 8][4] = {};
+  const int key_row0 = warp * 16;  // this warp's keys inside the block
+
+  for (int it = 0; it < iterations; ++it) {
+    const int stage = it & 1;
+    if (it + 1 < iterations) issue(it + 1);
+    cp_async_commit();    // possibly empty: keeps the group count uniform for the wait below
+    cp_async_wait<1>();   // everything but the group just issued has landed (K, V, iteration it)
+    __syncthreads();
+
+    const int h = kv_head * group + it / q_blocks.count();
+    const int i0 = (q_blocks.first + it % q_blocks.count()) * kBlockQ;
+    const char* q_tile = q_tiles + stage * kBlockQ * Shape::kRowBytes;
+    const char* do_tile = do_tiles + stage * kBlockQ * Shape::kRowBytes;
+    const float* lse_tile = lse_tiles + stage * kBlockQ;
+    const float* dsum_tile = dsum_tiles + stage * kBlockQ;
+
+    // S^T = K Q^T and dP^T = V dO^T: 16 keys x kBlockQ queries per warp.
+    float st[kBlockQ / 8][4] = {};
+    float dpt[kBlockQ / 8][4] = {};
+    DLK_UNROLL
+    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
+      uint32_t a[4];
+      load_a_fragment<kChunks>(a, k_tile, key_row0, ks * 16, lane);
+      DLK_UNROLL
+      for (int np = 0; np < kBlockQ / 16; ++np) {
+        uint32_t bq[4];
+        load_b_fragments<kChunks>(bq, q_tile, np * 16, ks * 16, lane);
+        mma_sync_unordered(st[2 * np], a, {bq[0], bq[1]}, TypeTag<T>{});
+        mma_sync_unordered(st[2 * np + 1], a, {bq[2], bq[3]}, TypeTag<T>{});
+      }
+      if (kNeedDP) {
+        load_a_fragment<kChunks>(a, v_tile, key_row0, ks * 16, lane);
+        DLK_UNROLL
+        for (int np = 0; np < kBlockQ / 16; ++np) {
+          uint32_t bo[4];
+          load_b_fragments<kChunks>(bo, do_tile, np * 16, ks * 16, lane);
+          mma_sync_unordered(dpt[2 * np], a, {bo[0], bo[1]}, TypeTag<T>{});
+          mma_sync_unordered(dpt[2 * np + 1], a, {bo[2], bo[3]}, TypeTag<T>{});
+        }
+      }
+    }
+
+    // Element (key j, query i): st <- P' = P * dropout factor (for dV), dpt <- dS = P (dP * factor - D_i).
+    DLK_UNROLL
+    for (int nt = 0; nt < kBlockQ / 8; ++nt) {
+      DLK_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int jl = key_row0 + g + 8 * (e >> 1), il = nt * 8 + 2 * t + (e & 1);
+        const int j = j0 + jl, i = i0 + il;
+        const bool visible = i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k);
+        float prob = 0.0f, factor = 0.0f;
+        if (visible) {
+          prob = exp2f(biased_score<T>(p, st[nt][e], b, h, i, j) * kLog2e - lse_tile[il]);
+          factor = dropout.factor(h, s.q_start + i, j);
+        }
+        st[nt][e] = prob * factor;
+        if (kNeedDP) dpt[nt][e] = prob * (dpt[nt][e] * factor - dsum_tile[il]);
+      }
+    }
+
+    // dV += P'^T dO and dK += dS^T Q: k = the block's queries, n = the head dim.
+    DLK_UNROLL
+    for (int ks = 0; ks < kBlockQ / 16; ++ks) {
+      if (kGradV) {
+        uint32_t a[4];
+        accumulators_to_a_fragment<T>(a, st[2 * ks], st[2 * ks + 1]);
+        DLK_UNROLL
+        for (int np = 0; np < kHeadDim / 16; ++np) {
+          uint32_t bo[4];
+          load_b_fragments_trans<kChunks>(bo, do_tile, ks * 16, np * 16, lane);
+          mma_sync_unordered(dv_acc[2 * np], a, {bo[0], bo[1]}, TypeTag<T>{});
+          mma_sync_unordered(dv_acc[2 * np + 1], a, {bo[2], bo[3]}, TypeTag<T>{});
+        }
+      }
+      if (kGradK) {
+        uint32_t a[4];
+        accumulators_to_a_fragment<T>(a, dpt[2 * ks], dpt[2 * ks + 1]);
+        DLK_UNROLL
+        for (int np = 0; np < kHeadDim / 16; ++np) {
+          uint32_t bq[4];
+          load_b_fragments_trans<kChunks>(bq, q_tile, ks * 16, np * 16, lane);
+          mma_sync_unordered(dk_acc[2 * np], a, {bq[0], bq[1]}, TypeTag<T>{});
+          mma_sync_unordered(dk_acc[2 * np + 1], a, {bq[2], bq[3]}, TypeTag<T>{});
+        }
+      }
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's issue()
+  }
+
+  // Epilogue: stage through the (now free) K and V tiles, then 16-byte stores of the valid keys.
+  cp_async_wait<0>();
+  __syncthreads();
+  if (kGradK) stage_accumulators<T, kHeadDim>(k_tile, dk_acc, p.scale, key_row0, lane);
+  if (kGradV) stage_accumulators<T, kHeadDim>(v_tile, dv_acc, 1.0f, key_row0, lane);
+  __syncthreads();
+  if (kGradK) {
+    T* dk_base = static_cast<T*>(p.grad_k) + row_offset(p.grad_k_batch_stride, p.grad_k_head_stride,
+                                                        p.grad_k_row_stride, b, kv_head, s.k_start);
+    store_tile<T, kHeadDim, kBlockK>(k_tile, dk_base, p.grad_k_row_stride, j0, s.len_k);
+  }
+  if (kGradV) {
+    T* dv_base = static_cast<T*>(p.grad_v) + row_offset(p.grad_v_batch_stride, p.grad_v_head_stride,
+                                                        p.grad_v_row_stride, b, kv_head, s.k_start);
+    store_tile<T, kHeadDim, kBlockK>(v_tile, dv_base, p.grad_v_row_stride, j0, s.len_k);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel 3 (tensor cores): dQ of one query block. Warp w owns queries 16w .. 16w + 15.
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdParams p, const float* row_terms) {
+  using Shape = TileShape<T, kHeadDim>;
+  constexpr int kBlockQ = kTcResidentRows;
+  constexpr int kBlockK = TensorCoreConfig<kHeadDim>::kDqBlockK;
+  constexpr int kChunks = Shape::kRowChunks;
+
+  extern __shared__ __align__(128) char smem[];
+  char* q_tile = smem;
+  char* do_tile = q_tile + kBlockQ * Shape::kRowBytes;
+  char* k_tiles = do_tile + kBlockQ * Shape::kRowBytes;      // [2 stages][kBlockK rows]
+  char* v_tiles = k_tiles + 2 * kBlockK * Shape::kRowBytes;  // [2 stages][kBlockK rows]
+
+  const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const Sequence s = sequence_of(p, b);
+  const int i0 = query_block * kBlockQ;
+  if (i0 >= s.len_q) return;
+  const int kv_head = h / (p.heads_q / p.heads_kv);
+  const BlockRange k_blocks = key_blocks_for_queries(p, s, i0, kBlockQ, kBlockK);
+  const RowTermsLayout terms = row_terms_layout(p);
+  const Dropout dropout = make_dropout(p);
+
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane >> 2, t = lane & 3;
+  const int query_row0 = warp * 16;
+
+  const T* q_base = static_cast<const T*>(p.q) +
+                    row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, s.q_start);
+  const T* do_base = static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride, p.grad_out_head_stride,
+                                                                    p.grad_out_row_stride, b, h, s.q_start);
+  const T* k_base = static_cast<const T*>(p.k) +
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+  const T* v_base = static_cast<const T*>(p.v) +
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
+  load_tile_async<T, kHeadDim, kBlockQ>(q_tile, q_base, p.q_row_stride, i0, s.len_q);
+  load_tile_async<T, kHeadDim, kBlockQ>(do_tile, do_base, p.grad_out_row_stride, i0, s.len_q);
+  cp_async_commit();
+
+  auto issue = [&](int kb) {
+    const int stage = kb & 1;
+    load_tile_async<T, kHeadDim, kBlockK>(k_tiles + stage * kBlockK * Shape::kRowBytes, k_base, p.k_row_stride,
+                                          kb * kBlockK, s.len_k);
+    load_tile_async<T, kHeadDim, kBlockK>(v_tiles + stage * kBlockK * Shape::kRowBytes, v_base, p.v_row_stride,
+                                          kb * kBlockK, s.len_k);
+  };
+  if (k_blocks.end > 0) issue(0);
+  cp_async_commit();
+
+  // This thread's two rows (g, g + 8 of the warp's 16): log2-domain lse and D_i.
+  float row_lse[2], row_dsum[2];
+  DLK_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int i = i0 + query_row0 + g + 8 * half;
+    const bool valid = i < s.len_q;
+    const float* lse = static_cast<const float*>(p.lse);
+    row_lse[half] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f,
+                                valid);
+    row_dsum[half] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+  }
+
+  float dq_acc[kHeadDim / 8][4] = {};
+  for (int kb = 0; kb < k_blocks.end; ++kb) {
+    const int stage = kb & 1;
+    if (kb + 1 < k_blocks.end) issue(kb + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const char* k_tile = k_tiles + stage * kBlockK * Shape::kRowBytes;
+    const char* v_tile = v_tiles + stage * kBlockK * Shape::kRowBytes;
+    const int j0 = kb * kBlockK;
+
+    // S = Q K^T and dP = dO V^T: 16 queries x kBlockK keys per warp.
+    float sc[kBlockK / 8][4] = {};
+    float dp[kBlockK / 8][4] = {};
+    DLK_UNROLL
+    for (int ks = 0; ks < Shape::kKSteps; ++ks) {
+      uint32_t a[4];
+      load_a_fragment<kChunks>(a, q_tile, query_row0, ks * 16, lane);
+      DLK_UNROLL
+      for (int np = 0; np < kBlockK / 16; ++np) {
+        uint32_t bk[4];
+        load_b_fragments<kChunks>(bk, k_tile, np * 16, ks * 16, lane);
+        mma_sync_unordered(sc[2 * np], a, {bk[0], bk[1]}, TypeTag<T>{});
+        mma_sync_unordered(sc[2 * np + 1], a, {bk[2], bk[3]}, TypeTag<T>{});
+      }
+      load_a_fragment<kChunks>(a, do_tile, query_row0, ks * 16, lane);
+      DLK_UNROLL
+      for (int np = 0; np < kBlockK / 16; ++np) {
+        uint32_t bv[4];
+        load_b_fragments<kChunks>(bv, v_tile, np * 16, ks * 16, lane);
+        mma_sync_unordered(dp[2 * np], a, {bv[0], bv[1]}, TypeTag<T>{});
+        mma_sync_unordered(dp[2 * np + 1], a, {bv[2], bv[3]}, TypeTag<T>{});
+      }
+    }
+
+    // dS = P (dP * dropout factor - D_i), into sc.
+    DLK_UNROLL
+    for (int nt = 0; nt < kBlockK / 8; ++nt) {
+      DLK_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int half = e >> 1;
+        const int i = i0 + query_row0 + g + 8 * half, j = j0 + nt * 8 + 2 * t + (e & 1);
+        const bool visible = i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k);
+        float ds = 0.0f;
+        if (visible) {
+          const float prob = exp2f(biased_score<T>(p, sc[nt][e], b, h, i, j) * kLog2e - row_lse[half]);
+          ds = prob * (dp[nt][e] * dropout.factor(h, s.q_start + i, j) - row_dsum[half]);
+        }
+        sc[nt][e] = ds;
+      }
+    }
+
+    // dQ += dS K: k = the block's keys, n = the head dim (K read transposed).
+    DLK_UNROLL
+    for (int ks = 0; ks < kBlockK / 16; ++ks) {
+      uint32_t a[4];
+      accumulators_to_a_fragment<T>(a, sc[2 * ks], sc[2 * ks + 1]);
+      DLK_UNROLL
+      for (int np = 0; np < kHeadDim / 16; ++np) {
+        uint32_t bk[4];
+        load_b_fragments_trans<kChunks>(bk, k_tile, ks * 16, np * 16, lane);
+        mma_sync_unordered(dq_acc[2 * np], a, {bk[0], bk[1]}, TypeTag<T>{});
+        mma_sync_unordered(dq_acc[2 * np + 1], a, {bk[2], bk[3]}, TypeTag<T>{});
+      }
+    }
+    __syncthreads();  // this stage is refilled by the next iteration's issue()
+  }
+
+  cp_async_wait<0>();
+  __syncthreads();
+  stage_accumulators<T, kHeadDim>(q_tile, dq_acc, p.scale, query_row0, lane);
+  __syncthreads();
+  T* dq_base = static_cast<T*>(p.grad_q) +
+               row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, s.q_start);
+  store_tile<T, kHeadDim, kBlockQ>(q_tile, dq_base, p.grad_q_row_stride, i0, s.len_q);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIMT kernels (fp32 exact; fallback for fp16 / bf16). Blocks of 16 keys x 16 queries, fp32 tiles
+// in shared memory (converted on load, any alignment), 128 threads: each score (i, j) is computed
+// by one thread (2 per thread), each output element (row, d) owned by one thread.
+constexpr int kSimtBlock = 16;
+constexpr int kSimtThreads = 128;
+
+// 4 fp32 tiles of kSimtBlock x head_dim, 2 score tiles of kSimtBlock^2, 2 row-term vectors.
+inline size_t simt_smem_bytes(int head_dim) {
+  return sizeof(float) * (4 * size_t(kSimtBlock) * head_dim + 2 * kSimtBlock * kSimtBlock + 2 * kSimtBlock);
+}
+
+// Rows [first_row, first_row + kSimtBlock) of one head into an fp32 tile (rows past valid_rows: 0).
+template <typename T>
+__device__ __forceinline__ void load_tile_simt(float* tile, const T* base, int64_t row_stride, int first_row,
+                                               int valid_rows, int head_dim) {
+  for (int idx = threadIdx.x; idx < kSimtBlock * head_dim; idx += blockDim.x) {
+    const int row = idx / head_dim, d = idx % head_dim;
+    tile[idx] = first_row + row < valid_rows ? to_accumulate(base[(first_row + row) * row_stride + d]) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ float dot_rows(const float* a, const float* b, int n) {
+  float sum = 0.0f;
+  for (int d = 0; d < n; ++d) sum = fmaf(a[d], b[d], sum);
+  return sum;
+}
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
+  constexpr int kOwned = kSimtBlock * kHeadDim / kSimtThreads;  // output elements per thread
+  static_assert(kSimtBlock * kHeadDim % kSimtThreads == 0, "whole outputs per thread");
+  extern __shared__ __align__(16) char smem_raw[];
+  float* k_tile = reinterpret_cast<float*>(smem_raw);
+  float* v_tile = k_tile + kSimtBlock * kHeadDim;
+  float* q_tile = v_tile + kSimtBlock * kHeadDim;
+  float* do_tile = q_tile + kSimtBlock * kHeadDim;
+  float* prob_tile = do_tile + kSimtBlock * kHeadDim;  // P' [query][key]
+  float* ds_tile = prob_tile + kSimtBlock * kSimtBlock;  // dS [query][key]
+  float* lse_tile = ds_tile + kSimtBlock * kSimtBlock;
+  float* dsum_tile = lse_tile + kSimtBlock;
+
+  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const Sequence s = sequence_of(p, b);
+  const int j0 = key_block * kSimtBlock;
+  if (j0 >= s.len_k) return;
+  const int group = p.heads_q / p.heads_kv;
+  const BlockRange q_blocks = query_blocks_for_keys(p, s, j0, kSimtBlock);
+  const RowTermsLayout terms = row_terms_layout(p);
+  const Dropout dropout = make_dropout(p);
+  const float* lse = static_cast<const float*>(p.lse);
+
+  load_tile_simt(k_tile, static_cast<const T*>(p.k) + row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride,
+                                                                  b, kv_head, s.k_start),
+                 p.k_row_stride, j0, s.len_k, kHeadDim);
+  load_tile_simt(v_tile, static_cast<const T*>(p.v) + row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride,
+                                                                  b, kv_head, s.k_start),
+                 p.v_row_stride, j0, s.len_k, kHeadDim);
+
+  float dk_acc[kOwned] = {}, dv_acc[kOwned] = {};
+  for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
+    for (int qb = q_blocks.first; qb < q_blocks.end; ++qb) {
+      const int i0 = qb * kSimtBlock;
+      __syncthreads();  // the previous block's tiles are no longer read
+      load_tile_simt(q_tile, static_cast<const T*>(p.q) + row_offset(p.q_batch_stride, p.q_head_stride,
+                                                                      p.q_row_stride, b, h, s.q_start),
+                     p.q_row_stride, i0, s.len_q, kHeadDim);
+      load_tile_simt(do_tile, static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride,
+                                                                              p.grad_out_head_stride,
+                                                                              p.grad_out_row_stride, b, h, s.q_start),
+                     p.grad_out_row_stride, i0, s.len_q, kHeadDim);
+      for (int r = threadIdx.x; r < kSimtBlock; r += blockDim.x) {
+        const int i = i0 + r;
+        const bool valid = i < s.len_q;
+        lse_tile[r] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f,
+                                  valid);
+        dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+      }
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < kSimtBlock * kSimtBlock; idx += blockDim.x) {
+        const int il = idx / kSimtBlock, jl = idx % kSimtBlock;
+        const int i = i0 + il, j = j0 + jl;
+        float prob = 0.0f, factor = 0.0f, dp = 0.0f;
+        if (i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k)) {
+          const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
+          prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
+          factor = dropout.factor(h, s.q_start + i, j);
+          dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
+        }
+        prob_tile[idx] = prob * factor;
+        ds_tile[idx] = prob * (dp * factor - dsum_tile[il]);
+      }
+      __syncthreads();
+      // Queries outer and not unrolled: unrolling both loops spills at head dim 128 / 256.
+      DLK_NO_UNROLL
+      for (int il = 0; il < kSimtBlock; ++il) {
+        DLK_UNROLL
+        for (int o = 0; o < kOwned; ++o) {
+          const int idx = threadIdx.x + o * kSimtThreads, jl = idx / kHeadDim, d = idx % kHeadDim;
+          dv_acc[o] = fmaf(prob_tile[il * kSimtBlock + jl], do_tile[il * kHeadDim + d], dv_acc[o]);
+          dk_acc[o] = fmaf(ds_tile[il * kSimtBlock + jl], q_tile[il * kHeadDim + d], dk_acc[o]);
+        }
+      }
+    }
+  }
+
+  T* dk = static_cast<T*>(p.grad_k) +
+          row_offset(p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, b, kv_head, s.k_start);
+  T* dv = static_cast<T*>(p.grad_v) +
+          row_offset(p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, b, kv_head, s.k_start);
+  DLK_UNROLL
+  for (int o = 0; o < kOwned; ++o) {
+    const int idx = threadIdx.x + o * kSimtThreads, jl = idx / kHeadDim, d = idx % kHeadDim;
+    const int j = j0 + jl;
+    if (j >= s.len_k) continue;
+    dk[j * p.grad_k_row_stride + d] = from_accumulate<T>(dk_acc[o] * p.scale);
+    dv[j * p.grad_v_row_stride + d] = from_accumulate<T>(dv_acc[o]);
+  }
+}
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
+  constexpr int kOwned = kSimtBlock * kHeadDim / kSimtThreads;
+  extern __shared__ __align__(16) char smem_raw[];
+  float* q_tile = reinterpret_cast<float*>(smem_raw);
+  float* do_tile = q_tile + kSimtBlock * kHeadDim;
+  float* k_tile = do_tile + kSimtBlock * kHeadDim;
+  float* v_tile = k_tile + kSimtBlock * kHeadDim;
+  float* ds_tile = v_tile + kSimtBlock * kHeadDim;  // dS [query][key]
+  float* lse_tile = ds_tile + 2 * kSimtBlock * kSimtBlock;
+  float* dsum_tile = lse_tile + kSimtBlock;
+
+  const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const Sequence s = sequence_of(p, b);
+  const int i0 = query_block * kSimtBlock;
+  if (i0 >= s.len_q) return;
+  const int kv_head = h / (p.heads_q / p.heads_kv);
+  const BlockRange k_blocks = key_blocks_for_queries(p, s, i0, kSimtBlock, kSimtBlock);
+  const RowTermsLayout terms = row_terms_layout(p);
+  const Dropout dropout = make_dropout(p);
+  const float* lse = static_cast<const float*>(p.lse);
+
+  load_tile_simt(q_tile, static_cast<const T*>(p.q) + row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride,
+                                                                  b, h, s.q_start),
+                 p.q_row_stride, i0, s.len_q, kHeadDim);
+  load_tile_simt(do_tile, static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride,
+                                                                          p.grad_out_head_stride,
+                                                                          p.grad_out_row_stride, b, h, s.q_start),
+                 p.grad_out_row_stride, i0, s.len_q, kHeadDim);
+  for (int r = threadIdx.x; r < kSimtBlock; r += blockDim.x) {
+    const int i = i0 + r;
+    const bool valid = i < s.len_q;
+    lse_tile[r] =
+        lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f, valid);
+    dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+  }
+
+  const T* k_base = static_cast<const T*>(p.k) +
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+  const T* v_base = static_cast<const T*>(p.v) +
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
+  float dq_acc[kOwned] = {};
+  for (int kb = 0; kb < k_blocks.end; ++kb) {
+    const int j0 = kb * kSimtBlock;
+    __syncthreads();  // the previous block's tiles are no longer read
+    load_tile_simt(k_tile, k_base, p.k_row_stride, j0, s.len_k, kHeadDim);
+    load_tile_simt(v_tile, v_base, p.v_row_stride, j0, s.len_k, kHeadDim);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kSimtBlock * kSimtBlock; idx += blockDim.x) {
+      const int il = idx / kSimtBlock, jl = idx % kSimtBlock;
+      const int i = i0 + il, j = j0 + jl;
+      float ds = 0.0f;
+      if (i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k)) {
+        const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
+        const float prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
+        const float dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
+        ds = prob * (dp * dropout.factor(h, s.q_start + i, j) - dsum_tile[il]);
+      }
+      ds_tile[idx] = ds;
+    }
+    __syncthreads();
+    DLK_UNROLL
+    for (int o = 0; o < kOwned; ++o) {
+      const int idx = threadIdx.x + o * kSimtThreads, il = idx / kHeadDim, d = idx % kHeadDim;
+      for (int jl = 0; jl < kSimtBlock; ++jl) {
+        dq_acc[o] = fmaf(ds_tile[il * kSimtBlock + jl], k_tile[jl * kHeadDim + d], dq_acc[o]);
+      }
+    }
+  }
+
+  T* dq = static_cast<T*>(p.grad_q) +
+          row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, s.q_start);
+  DLK_UNROLL
+  for (int o = 0; o < kOwned; ++o) {
+    const int idx = threadIdx.x + o * kSimtThreads, il = idx / kHeadDim, d = idx % kHeadDim;
+    const int i = i0 + il;
+    if (i < s.len_q) dq[i * p.grad_q_row_stride + d] = from_accumulate<T>(dq_acc[o] * p.scale);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-dtype entry points, explicitly instantiated in attention_bwd_{f16,bf16,f32}.cu (attention_bwd.cu
+// sees them as extern templates). The launcher has validated the params (head dim, heads, grid
+// limits) and, for tensor_cores, the 16-byte alignment of every tile pointer and stride.
+
+// Larger of the dynamic shared memory of the two main kernels (compared with the device's limit).
+template <typename T>
+size_t attention_backward_smem_bytes(int head_dim, bool tensor_cores) {
+  if (!tensor_cores) return simt_smem_bytes(head_dim);
+  if constexpr (sizeof(T) == 2) {
+    auto larger = [](int a, int b) { return size_t(a > b ? a : b); };
+    switch (head_dim) {
+      case 32: return larger(dkdv_smem_bytes<T, 32>(), dq_smem_bytes<T, 32>());
+      case 64: return larger(dkdv_smem_bytes<T, 64>(), dq_smem_bytes<T, 64>());
+      case 96: return larger(dkdv_smem_bytes<T, 96>(), dq_smem_bytes<T, 96>());
+      case 128: return larger(dkdv_smem_bytes<T, 128>(), dq_smem_bytes<T, 128>());
+      case 256: return larger(dkdv_smem_bytes<T, 256>(), dq_smem_bytes<T, 256>());
+    }
+  }
+  return 0;
+}
+
+// One launch with `smem` bytes of dynamic shared memory (opted in above the 48 KiB default).
+template <typename Kernel>
+Status launch_kernel(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                     const AttentionBwdParams& p, float* row_terms) {
+  if (grid.x == 0) return Status::kOk;  // nothing to do (e.g. no keys: dK, dV have no rows)
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return Status::kLaunchFailed;
+  }
+  kernel<<<grid, threads, smem, stream>>>(p, row_terms);
+  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed;
+}
+
+template <typename T, int kHeadDim>
+Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
+  using Config = TensorCoreConfig<kHeadDim>;
+  const dim3 dkdv_grid(ceil_div(p.seqlen_k, kTcResidentRows), p.heads_kv, p.batch);
+  const size_t dkdv_smem = dkdv_smem_bytes<T, kHeadDim>();
+  Status status;
+  if constexpr (Config::kSplitDkdv) {
+    status = launch_kernel(dkdv_tc_kernel<T, kHeadDim, false, true>, dkdv_grid, kTcThreads, dkdv_smem, stream, p,
+                           row_terms);
+    if (status != Status::kOk) return status;
+    status = launch_kernel(dkdv_tc_kernel<T, kHeadDim, true, false>, dkdv_grid, kTcThreads, dkdv_smem, stream, p,
+                           row_terms);
+  } else {
+    status = launch_kernel(dkdv_tc_kernel<T, kHeadDim, true, true>, dkdv_grid, kTcThreads, dkdv_smem, stream, p,
+                           row_terms);
+  }
+  if (status != Status::kOk) return status;
+  const dim3 dq_grid(ceil_div(p.seqlen_q, kTcResidentRows), p.heads_q, p.batch);
+  return launch_kernel(dq_tc_kernel<T, kHeadDim>, dq_grid, kTcThreads, dq_smem_bytes<T, kHeadDim>(), stream, p,
+                       row_terms);
+}
+
+template <typename T, int kHeadDim>
+Status run_simt_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
+  const size_t smem = simt_smem_bytes(kHeadDim);
+  const dim3 dkdv_grid(ceil_div(p.seqlen_k, kSimtBlock), p.heads_kv, p.batch);
+  const Status status =
+      launch_kernel(dkdv_simt_kernel<T, kHeadDim>, dkdv_grid, kSimtThreads, smem, stream, p, row_terms);
+  if (status != Status::kOk) return status;
+  const dim3 dq_grid(ceil_div(p.seqlen_q, kSimtBlock), p.heads_q, p.batch);
+  return launch_kernel(dq_simt_kernel<T, kHeadDim>, dq_grid, kSimtThreads, smem, stream, p, row_terms);
+}
+
+template <typename T, int kHeadDim>
+Status run_kernels(const AttentionBwdParams& p, float* row_terms, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {
+    if (tensor_cores) return run_tensor_core_kernels<T, kHeadDim>(p, row_terms, stream);
+  }
+  return run_simt_kernels<T, kHeadDim>(p, row_terms, stream);
+}
+
+// Row terms, then dK/dV, then dQ, in stream order (both gradient kernels read the row terms).
+template <typename T>
+Status run_attention_backward(const AttentionBwdParams& p, float* row_terms, bool tensor_cores,
+                              cudaStream_t stream) {
+  const dim3 terms_grid(ceil_div(p.seqlen_q, kRowTermsRows), p.heads_q, p.batch);
+  const Status status = launch_kernel(row_terms_kernel<T>, terms_grid, 128, 0, stream, p, row_terms);
+  if (status != Status::kOk) return status;
+  switch (p.head_dim) {
+    case 32: return run_kernels<T, 32>(p, row_terms, tensor_cores, stream);
+    case 64: return run_kernels<T, 64>(p, row_terms, tensor_cores, stream);
+    case 96: return run_kernels<T, 96>(p, row_terms, tensor_cores, stream);
+    case 128: return run_kernels<T, 128>(p, row_terms, tensor_cores, stream);
+    case 256: return run_kernels<T, 256>(p, row_terms, tensor_cores, stream);
+  }
+  return Status::kInvalidArgument;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace attention_bwd
+}  // namespace dlk

@@ -1,0 +1,96 @@
+// CUDA flash-attention forward: argument checks, the host-side constants (log2-domain scale,
+// dropout threshold), and the dispatch onto the kernels of attention_fwd_kernel.cuh, instantiated
+// per dtype in attention_fwd_{f16,bf16,f32}.cu. Design notes (tiles per head dim, pipeline,
+// softmax) are at the top of attention_fwd_kernel.cuh.
+#include "attention.cuh"
+
+#include <cstdint>
+
+#include "attention_fwd_kernel.cuh"
+
+namespace dlk {
+namespace attn {
+
+DLK_ATTENTION_FWD_INSTANTIATE(extern, __half)
+DLK_ATTENTION_FWD_INSTANTIATE(extern, __nv_bfloat16)
+DLK_ATTENTION_FWD_INSTANTIATE(extern, float)
+
+namespace {
+
+bool is_aligned_16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kChunkBytes == 0; }
+
+// cp.async and the 16-byte output stores need every row start of q, k, v and out on a 16-byte
+// boundary: aligned bases and strides that are multiples of 8 elements (fp16/bf16; fp32 never
+// takes the 16-byte paths).
+bool rows_are_16_byte_aligned(const AttentionFwdParams& p, int element_bytes) {
+  const int64_t elems = kChunkBytes / element_bytes;
+  const auto strides_ok = [&](int64_t batch, int64_t head, int64_t row) {
+    return batch % elems == 0 && head % elems == 0 && row % elems == 0;
+  };
+  return is_aligned_16(p.q) && is_aligned_16(p.k) && is_aligned_16(p.v) && is_aligned_16(p.out) &&
+         strides_ok(p.q_batch_stride, p.q_head_stride, p.q_row_stride) &&
+         strides_ok(p.k_batch_stride, p.k_head_stride, p.k_row_stride) &&
+         strides_ok(p.v_batch_stride, p.v_head_stride, p.v_row_stride) &&
+         strides_ok(p.out_batch_stride, p.out_head_stride, p.out_row_stride);
+}
+
+bool is_supported_head_dim(int d) {
+  for (const int supported : kAttentionHeadDims)
+    if (d == supported) return true;
+  return false;
+}
+
+// Python validates the inputs; this only refuses what would make the kernels misbehave.
+bool params_are_valid(const AttentionFwdParams& p) {
+  constexpr int kMaxGridY = 65535;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return p.batch >= 0 && p.heads_q > 0 && p.heads_q <= kMaxGridY && p.heads_kv > 0 && p.heads_q % p.heads_kv == 0 &&
+         is_supported_head_dim(p.head_dim) && p.seqlen_q >= 0 && p.seqlen_k >= 0 && p.total_q >= 0 &&
+         varlen == (p.cu_seqlens_k != nullptr) && !(varlen && p.bias != nullptr) && p.dropout_p >= 0.0 &&
+         p.dropout_p < 1.0 && p.q != nullptr && p.k != nullptr && p.v != nullptr && p.out != nullptr &&
+         p.lse != nullptr;
+}
+
+template <typename T>
+Status dispatch_head_dim(const ForwardArgs& args, cudaStream_t stream) {
+  switch (args.params.head_dim) {
+    case 32: return launch_attention_forward<T, 32>(args, stream);
+    case 64: return launch_attention_forward<T, 64>(args, stream);
+    case 96: return launch_attention_forward<T, 96>(args, stream);
+    case 128: return launch_attention_forward<T, 128>(args, stream);
+    case 256: return launch_attention_forward<T, 256>(args, stream);
+    default: return Status::kInvalidArgument;
+  }
+}
+
+}  // namespace
+}  // namespace attn
+
+Status attention_forward_cuda(const AttentionFwdParams& params, DType dtype, cudaStream_t stream) {
+  using namespace attn;
+  if (dtype != DType::kFloat16 && dtype != DType::kBFloat16 && dtype != DType::kFloat32) {
+    return Status::kUnsupportedDType;  // fp64 runs on the CPU reference only
+  }
+  if (!params_are_valid(params)) return Status::kInvalidArgument;
+  if (params.batch == 0 || params.seqlen_q == 0) return Status::kOk;  // nothing to write
+
+  ForwardArgs args;
+  args.params = params;
+  args.scale_log2 = params.scale * kLog2e;
+  args.dropout = params.dropout_p > 0.0;
+  args.dropout_threshold = dropout_threshold(params.dropout_p);
+  args.dropout_scale = args.dropout ? static_cast<float>(1.0 / (1.0 - params.dropout_p)) : 1.0f;
+  args.group_size = params.heads_q / params.heads_kv;
+  switch (dtype) {
+    case DType::kFloat16:
+      args.aligned = rows_are_16_byte_aligned(params, 2);
+      return dispatch_head_dim<__half>(args, stream);
+    case DType::kBFloat16:
+      args.aligned = rows_are_16_byte_aligned(params, 2);
+      return dispatch_head_dim<__nv_bfloat16>(args, stream);
+    default:
+      return dispatch_head_dim<float>(args, stream);  // exact SIMT kernel, also when allow_tf32
+  }
+}
+
+}  // namespace dlk
