@@ -60,6 +60,9 @@ step "benchmark pool2d, batch_norm" "$OUT/bench.log" "$PY" -m dlkernels.bench --
 # default: batch 32, float16 channels_last), into its own result file.
 CONV_MATCH="${DLK_CONV_MATCH:-) 32x,float16}"
 step "benchmark conv2d ($CONV_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops conv2d --quick --match "$CONV_MATCH"
+# Attention: one subset per call as well (DLK_ATTN_MATCH; default: bf16 head dim 128, the target rows).
+ATTN_MATCH="${DLK_ATTN_MATCH:-head_dim=128,bfloat16}"
+step "benchmark attention ($ATTN_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops attention --quick --match "$ATTN_MATCH"
 if [ "${DLK_PYTEST_BENCH:-0}" = 1 ]; then  # the same cases again under pytest-benchmark (slow)
     step "pytest-benchmark" "$OUT/bench.log" "$PY" -m pytest benchmarks/ --benchmark-only -q
 fi

@@ -24,7 +24,7 @@ def main(families) -> int:
         # SMALL_CASES repeat each workload per dtype; run each workload once in every dtype.
         workloads = {case.with_(dtype="float32"): None for case in module.SMALL_CASES}
         for case in workloads:
-            for dtype in DTYPES:
+            for dtype in getattr(module, "DTYPES", DTYPES):
                 case_in_dtype = case.with_(dtype=dtype)
                 # An algorithm known to lose accuracy (Winograd) gets its module's allowance.
                 allowance = module.error_factor(case_in_dtype) / 2 if hasattr(module, "error_factor") else 1.0

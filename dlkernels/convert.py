@@ -16,6 +16,7 @@ DROP_INS: dict[type, tuple[type, dict]] = {
     nn.AvgPool2d: (dnn.AvgPool2d, {}),
     nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
     nn.BatchNorm2d: (dnn.BatchNormReLU2d, {"activation": None}),
+    nn.MultiheadAttention: (dnn.MultiheadAttention, {}),
 }
 # Constructor arguments that are not attributes of the module: taken from its tensors instead.
 _NOT_ATTRIBUTES = ("self", "backend", "activation", "algo", "device", "dtype")
@@ -23,9 +24,12 @@ _NOT_ATTRIBUTES = ("self", "backend", "activation", "algo", "device", "dtype")
 
 def _constructor_args(module: nn.Module, cls: type) -> dict:
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in _NOT_ATTRIBUTES]
-    args = {name: getattr(module, name) for name in names}
+    args = {name: getattr(module, name) for name in names if hasattr(module, name)}
     if cls is dnn.Conv2d:  # nn.Conv2d(bias=True) keeps the tensor (or None) under the argument's name
         args["bias"] = module.bias is not None
+    if cls is dnn.MultiheadAttention:  # these two live only as tensors (or None)
+        args["bias"] = module.in_proj_bias is not None
+        args["add_bias_kv"] = module.bias_k is not None
     return args
 
 

@@ -1,7 +1,7 @@
 """Benchmarks: `python -m dlkernels.bench` (speed tables on a GPU, correctness matrix without one).
 
-Each op family has one module here (pool2d.py, batch_norm.py, conv2d.py) registered in OP_MODULES. A
-module exposes:
+Each op family has one module here (pool2d.py, batch_norm.py, conv2d.py, attention.py, ...) registered in
+OP_MODULES. A module exposes:
     FAMILY          the name used in result files ("pool2d")
     CASES           list[Case]: the workloads timed on a GPU (one table, every dtype and layout)
     SMALL_CASES     list[Case]: the same workloads on small shapes for the CPU correctness matrix
@@ -22,6 +22,7 @@ module exposes:
         of each label's rows per backend.
     error_factor(case) (optional) the CPU correctness matrix's bar as a multiple of torch's error (default 2).
     PRECISION_FLAGS (optional) the torch precision settings build() pins, stated in the report.
+    DTYPES (optional) the dtypes benchmarks/sanitize.py runs the CUDA backend in (default: all four).
 Inputs are drawn in float16 and then cast, so a case in any dtype sees the same values: the
 correctness matrix compares a low-precision run with a float64 reference of the identical input.
 """
@@ -32,7 +33,7 @@ import importlib
 from pathlib import Path
 
 OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm",
-              "conv2d": "dlkernels.bench.conv2d"}
+              "conv2d": "dlkernels.bench.conv2d", "attention": "dlkernels.bench.attention"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]

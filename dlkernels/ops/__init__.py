@@ -1,6 +1,7 @@
 """Custom ops, one module per op family."""
+from dlkernels.ops.attention import attention, scaled_dot_product_attention
 from dlkernels.ops.batch_norm import batch_norm_relu
 from dlkernels.ops.conv2d import conv2d
 from dlkernels.ops.pool2d import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
-__all__ = ["adaptive_avg_pool2d", "avg_pool2d", "batch_norm_relu", "conv2d", "max_pool2d"]
+__all__ = ["adaptive_avg_pool2d", "attention", "avg_pool2d", "batch_norm_relu", "conv2d", "max_pool2d", "scaled_dot_product_attention"]
