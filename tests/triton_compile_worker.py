@@ -190,8 +190,75 @@ def _conv2d_winograd():
                                               memory_format=fmt), 4, channels_last)
 
 
+def _attention():
+    from triton_kernels.attention import attention_backward, attention_forward
+
+    def calls(dtype, head_dim=64, heads=(4, 2), causal=False, bottom_right=True, bias=False, dropout_p=0.0,
+              varlen=False, tf32=False):
+        # Forward and backward of one problem: batch 2, 80 queries, 96 keys (packed: 2 sequences of each).
+        batch, seqlen_q, seqlen_k = 2, 80, 96
+        if varlen:
+            q = torch.empty(batch * seqlen_q, heads[0], head_dim, dtype=dtype)
+            k, v = (torch.empty(batch * seqlen_k, heads[1], head_dim, dtype=dtype) for _ in range(2))
+            cu_seqlens = [torch.tensor([0, seqlen, 2 * seqlen], dtype=torch.int32) for seqlen in (seqlen_q, seqlen_k)]
+        else:  # the (B, N, H, D) -> (B, H, N, D) view MultiheadAttention produces
+            q = torch.empty(batch, seqlen_q, heads[0], head_dim, dtype=dtype).transpose(1, 2)
+            k, v = (torch.empty(batch, seqlen_k, heads[1], head_dim, dtype=dtype).transpose(1, 2) for _ in range(2))
+            cu_seqlens = [None, None]
+        # A (Hq, Nk) bias broadcast over batch and queries: strides 0 as dlkernels passes it.
+        bias = (torch.empty(1, heads[0], 1, seqlen_k, dtype=dtype).expand(batch, heads[0], seqlen_q, seqlen_k)
+                if bias else None)
+        args = (bias, *cu_seqlens, seqlen_q, seqlen_k, head_dim**-0.5, causal, bottom_right, dropout_p,
+                -(2**62) + 12345, tf32)
+        out, lse = attention_forward(q, k, v, *args)
+        attention_backward(out, q, k, v, out, lse, *args)
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):  # float64 is the CPU reference's only
+        calls(dtype)  # dense, GQA
+        calls(dtype, causal=True, bias=True, dropout_p=0.1)  # bottom-right causal band, every term
+        calls(dtype, head_dim=96, heads=(2, 2), causal=True, bottom_right=False, dropout_p=0.6, varlen=True)
+        if dtype != torch.float16:  # the other head dims and TF32 for one dtype each, to bound the count
+            continue
+        for head_dim in (32, 128, 256):
+            calls(dtype, head_dim=head_dim, causal=True)
+    calls(torch.float32, tf32=True)
+
+
+def _rnn():
+    from triton_kernels.rnn import rnn_layer_backward, rnn_layer_forward
+
+    def calls(cell, dtype, batch, hidden, bias=True, lengths=True, reverse=True, training=True, grads=True):
+        # Forward, then backward when training, of a two-step layer; every flag on by default.
+        lstm = cell == "lstm"
+        width = (4 if lstm else 3) * hidden
+        state = torch.empty(batch, hidden, dtype=dtype)
+        c0 = state if lstm else None
+        lens = torch.ones(batch, dtype=torch.int32) if lengths else None
+        h_all, c_all, _, _, saved = rnn_layer_forward(
+            cell, torch.empty(2, batch, width, dtype=dtype), torch.empty(width, hidden, dtype=dtype),
+            torch.empty(width, dtype=dtype) if bias and not lstm else None, state, c0, lens, reverse, training)
+        if training:
+            rnn_layer_backward(cell, torch.empty(2, batch, hidden, dtype=dtype) if grads else None,
+                               state if grads else None, state if grads and lstm else None,
+                               torch.empty(width, hidden, dtype=dtype), state, c0, h_all, c_all, saved, lens, reverse)
+
+    for dtype in DTYPES:
+        for cell in ("lstm", "gru"):
+            calls(cell, dtype, 4, 32)
+            calls(cell, dtype, 4, 32, False, False, False, True, False)
+            if dtype != torch.float32:  # every flag combination and odd sizes for fp32 only
+                continue
+            for flags in itertools.product((False, True), repeat=5):
+                calls(cell, dtype, 4, 32, *flags)
+            calls(cell, dtype, 3, 24)  # sizes not divisible by 16
+            calls(cell, dtype, 1, 1)  # batch and hidden of 1 become constexprs
+    # INDEX_64: W_hh (4H, H) of more than 2**31 elements (allocated lazily, never touched).
+    calls("lstm", torch.float16, 1, 23200)
+
+
 EXERCISE = {"pool2d": _pool2d, "batch_norm": _batch_norm, "conv2d": _conv2d,
-            "conv2d_winograd": _conv2d_winograd}
+            "conv2d_winograd": _conv2d_winograd, "attention": _attention,
+            "rnn": _rnn}
 
 
 def main(op, shard, num_shards):
