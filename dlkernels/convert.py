@@ -17,12 +17,19 @@ DROP_INS: dict[type, tuple[type, dict]] = {
     nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
     nn.BatchNorm2d: (dnn.BatchNormReLU2d, {"activation": None}),
     nn.MultiheadAttention: (dnn.MultiheadAttention, {}),
+    nn.LSTM: (dnn.LSTM, {}),
+    nn.GRU: (dnn.GRU, {}),
+    nn.LSTMCell: (dnn.LSTMCell, {}),
+    nn.GRUCell: (dnn.GRUCell, {}),
 }
 # Constructor arguments that are not attributes of the module: taken from its tensors instead.
 _NOT_ATTRIBUTES = ("self", "backend", "activation", "algo", "device", "dtype")
 
 
 def _constructor_args(module: nn.Module, cls: type) -> dict:
+    if isinstance(module, nn.RNNBase):  # nn.LSTM / nn.GRU take *args, **kwargs: name them
+        names = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"]
+        return {name: getattr(module, name) for name in names}
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in _NOT_ATTRIBUTES]
     args = {name: getattr(module, name) for name in names if hasattr(module, name)}
     if cls is dnn.Conv2d:  # nn.Conv2d(bias=True) keeps the tensor (or None) under the argument's name
@@ -59,7 +66,7 @@ def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     BatchNorm2d directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
     drop-in are left as they are.
     """
-    if type(model) in DROP_INS:
+    if type(model) in DROP_INS and getattr(model, "proj_size", 0) == 0:  # LSTM projections have no drop-in
         cls, extra = DROP_INS[type(model)]
         return _replace(model, cls, extra, backend)
     for name, child in model.named_children():

@@ -33,7 +33,8 @@ import importlib
 from pathlib import Path
 
 OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm",
-              "conv2d": "dlkernels.bench.conv2d", "attention": "dlkernels.bench.attention"}
+              "conv2d": "dlkernels.bench.conv2d", "attention": "dlkernels.bench.attention",
+              "rnn": "dlkernels.bench.rnn"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -2,6 +2,8 @@
 from dlkernels.nn.attention import MultiheadAttention
 from dlkernels.nn.batch_norm import BatchNormAddReLU2d, BatchNormReLU2d
 from dlkernels.nn.conv import Conv2d
+from dlkernels.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 from dlkernels.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNormAddReLU2d", "BatchNormReLU2d", "Conv2d", "MaxPool2d", "MultiheadAttention"]
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNormAddReLU2d", "BatchNormReLU2d", "Conv2d", "GRU", "GRUCell", "LSTM", "LSTMCell", "MaxPool2d",
+           "MultiheadAttention"]
