@@ -55,6 +55,7 @@ step "GPU tests" "$OUT/tests_gpu.log" "$PY" -m pytest -m cuda tests/ -q -rs --ju
 step "memcheck" "$OUT/sanitizer_memcheck.log" sanitizer memcheck
 step "racecheck" "$OUT/sanitizer_racecheck.log" sanitizer racecheck
 step "benchmark pool2d, batch_norm" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops pool2d,batch_norm
+step "benchmark rnn" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops rnn --quick
 # The full conv2d matrix (1500 case x direction rows, 3 backends) does not fit one 10-minute command:
 # each call measures one subset, chosen with DLK_CONV_MATCH (comma-separated terms a case must all contain;
 # default: batch 32, float16 channels_last), into its own result file.

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+import dlkernels
 from dlkernels.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 from dlkernels.ops import rnn as rnn_ops
 from dlkernels.ops.rnn import gru, gru_cell, lstm, lstm_cell
@@ -490,3 +491,29 @@ def test_cells_match_torch_on_gpu(backend, cell, dtype):
     states = tuple(_randn(32, 128) for _ in range(2 if cell == "lstm" else 1))
     inputs = [_randn(32, 64), states if cell == "lstm" else states[0]]
     _compare(ours_cls(64, 128, backend=backend), reference, inputs, dtype, "cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["step", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_both_cuda_paths_match_cudnn(monkeypatch, cell, path):
+    """The CUDA launcher picks a per-step or a persistent (grid-barrier) kernel; DLK_RNN_CUDA_PATH forces one
+    (persistent falls back to per-step where it cannot be co-resident), so both are checked at the small-batch
+    shapes the persistent path is meant for."""
+    monkeypatch.setenv("DLK_RNN_CUDA_PATH", path)
+    for dtype in (torch.float32, torch.float16):
+        _check_layers("cuda", cell, GPU_LAYER_CASES["batch1"], dtype, device="cuda")
+
+
+def test_convert_swaps_recurrent_modules():
+    model = torch.nn.ModuleDict({"lstm": torch.nn.LSTM(8, 16, 2, bidirectional=True), "gru": torch.nn.GRU(8, 16),
+                                 "cell": torch.nn.LSTMCell(8, 16), "projected": torch.nn.LSTM(8, 16, proj_size=4)})
+    x = torch.randn(5, 3, 8)
+    expected = model["lstm"](x)[0], model["gru"](x)[0], model["cell"](x[0])[0]
+    converted = dlkernels.convert(model)
+    assert isinstance(converted["lstm"], dlkernels.nn.LSTM) and isinstance(converted["gru"], dlkernels.nn.GRU)
+    assert isinstance(converted["cell"], dlkernels.nn.LSTMCell)
+    assert type(converted["projected"]) is torch.nn.LSTM  # projections have no drop-in: left alone
+    outputs = converted["lstm"](x)[0], converted["gru"](x)[0], converted["cell"](x[0])[0]
+    for ours, theirs in zip(outputs, expected):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
