@@ -6,6 +6,8 @@
 #   bench.log  results.tar.gz (benchmarks/results)  summary.txt
 # Every step runs even after a failure; the exit status is 1 if any step failed.
 # Without a .git checkout, pass the commit measured: DLK_BENCH_COMMIT=<sha> [DLK_BENCH_DIRTY=1].
+# All of it exceeds one 10-minute device command: DLK_STAGES picks stages (default "tests sanitizer bench";
+# setup always runs), e.g. DLK_STAGES=tests in a first call, DLK_STAGES="sanitizer bench" in a second.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu_out}"
@@ -51,20 +53,22 @@ step "torch has CUDA" "$SETUP" "$PY" -c \
     "import torch; print(torch.__version__, torch.version.cuda); assert torch.cuda.is_available()"
 step build "$SETUP" env MAX_JOBS="${MAX_JOBS:-16}" "$PY" -m pip install -e . --no-build-isolation -v
 step "dlkernels info" "$SETUP" "$PY" -m dlkernels info
-step "GPU tests" "$OUT/tests_gpu.log" "$PY" -m pytest -m cuda tests/ -q -rs --junitxml="$OUT/tests_gpu.xml"
-step "memcheck" "$OUT/sanitizer_memcheck.log" sanitizer memcheck
-step "racecheck" "$OUT/sanitizer_racecheck.log" sanitizer racecheck
-step "benchmark pool2d, batch_norm" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops pool2d,batch_norm
-step "benchmark rnn" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops rnn --quick
+STAGES=" ${DLK_STAGES:-tests sanitizer bench} "
+stage() { [[ "$STAGES" == *" $1 "* ]]; }
+stage tests && step "GPU tests" "$OUT/tests_gpu.log" "$PY" -m pytest -m cuda tests/ -q -rs --junitxml="$OUT/tests_gpu.xml"
+stage sanitizer && step "memcheck" "$OUT/sanitizer_memcheck.log" sanitizer memcheck
+stage sanitizer && step "racecheck" "$OUT/sanitizer_racecheck.log" sanitizer racecheck
+stage bench && step "benchmark pool2d, batch_norm" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops pool2d,batch_norm
+stage bench && step "benchmark rnn" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops rnn --quick
 # The full conv2d matrix (1500 case x direction rows, 3 backends) does not fit one 10-minute command:
 # each call measures one subset, chosen with DLK_CONV_MATCH (comma-separated terms a case must all contain;
 # default: batch 32, float16 channels_last), into its own result file.
 CONV_MATCH="${DLK_CONV_MATCH:-) 32x,float16}"
-step "benchmark conv2d ($CONV_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops conv2d --quick --match "$CONV_MATCH"
+stage bench && step "benchmark conv2d ($CONV_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops conv2d --quick --match "$CONV_MATCH"
 # Attention: one subset per call as well (DLK_ATTN_MATCH; default: bf16 head dim 128, the issue's target rows).
 ATTN_MATCH="${DLK_ATTN_MATCH:-head_dim=128,bfloat16}"
-step "benchmark attention ($ATTN_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops attention --quick --match "$ATTN_MATCH"
-if [ "${DLK_PYTEST_BENCH:-0}" = 1 ]; then  # the same cases again under pytest-benchmark (slow)
+stage bench && step "benchmark attention ($ATTN_MATCH)" "$OUT/bench.log" "$PY" -m dlkernels.bench --ops attention --quick --match "$ATTN_MATCH"
+if stage bench && [ "${DLK_PYTEST_BENCH:-0}" = 1 ]; then  # the same cases again under pytest-benchmark (slow)
     step "pytest-benchmark" "$OUT/bench.log" "$PY" -m pytest benchmarks/ --benchmark-only -q
 fi
 step "results tarball" "$OUT/bench.log" tar czf "$OUT/results.tar.gz" benchmarks/results
