@@ -23,7 +23,8 @@
 // fragment of the next m16n8k16 (FlashAttention-2's register reuse). Tiles live in shared memory as
 // rows of head_dim elements in 16-byte chunks, XOR-swizzled (tile_chunk_offset) so that the eight
 // rows of every ldmatrix phase and every 8 consecutive cp.async chunks hit 8 distinct bank groups.
-// The streamed operands (Q, dO in dkdv; K, V in dq) are double-buffered with cp.async.
+// The streamed operands (Q, dO in dkdv; K, V in dq) are double-buffered with cp.async. Sequence
+// offsets, causal block ranges, ldmatrix lane maps and fragment packing: attention_common.cuh.
 //
 // SIMT path: fp32 (exact, FMA in fp32), and the fallback for fp16 / bf16 inputs whose pointers or
 // strides are not 16-byte aligned, or when a tensor-core configuration does not fit the device's
@@ -35,60 +36,22 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
+#include "attention_common.cuh"
 #include "common.cuh"
-#include "tensor_core.cuh"
 #include "dlk/attention.h"
+#include "tensor_core.cuh"
 
 namespace dlk {
 namespace attention_bwd {
 
-constexpr int kWarpSize = 32;
-constexpr int kChunkBytes = 16;
-
-// Loops kept rolled in device code (host compilers warn about the unknown pragma).
-#ifdef __CUDA_ARCH__
-#define DLK_NO_UNROLL _Pragma("unroll 1")
-#else
-#define DLK_NO_UNROLL
-#endif
-constexpr float kLog2e = 1.4426950408889634f;
-
-DLK_HOST_DEVICE int ceil_div(int a, int b) { return (a + b - 1) / b; }
-DLK_HOST_DEVICE int max_int(int a, int b) { return a > b ? a : b; }
-DLK_HOST_DEVICE int min_int(int a, int b) { return a < b ? a : b; }
+// The helpers shared with the forward: sequence offsets (attention_sequence, row_offset), causal
+// block ranges, ldmatrix lane maps, pack_pair / accumulators_to_a_fragment, kWarpSize, kChunkBytes,
+// kLog2e, ceil_div_int / min_int / max_int.
+using namespace attn;
 
 // ---------------------------------------------------------------------------------------------
 // Index math shared by every kernel (host-callable: the emulation harness runs it).
-
-// Where sequence b lives: its first query / key token (varlen: cu_seqlens; dense: 0) and lengths.
-struct Sequence {
-  int64_t q_start = 0, k_start = 0;
-  int len_q = 0, len_k = 0;
-  int shift = 0;  // causal_shift: key j is visible to query i iff j <= i + shift (when causal)
-};
-
-DLK_HOST_DEVICE Sequence sequence_of(const AttentionParams& p, int b) {
-  Sequence s;
-  if (p.cu_seqlens_q != nullptr) {
-    s.q_start = p.cu_seqlens_q[b];
-    s.k_start = p.cu_seqlens_k[b];
-    s.len_q = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
-    s.len_k = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
-  } else {
-    s.len_q = p.seqlen_q;
-    s.len_k = p.seqlen_k;
-  }
-  s.shift = p.causal_bottom_right ? s.len_k - s.len_q : 0;
-  return s;
-}
-
-// First query that sees any key at or after key j0 (j0 < len_k): under causality the smallest i
-// with attention_key_end(i) > j0, i.e. i + shift + 1 > j0; without it, query 0.
-DLK_HOST_DEVICE int first_query_seeing(const AttentionParams& p, const Sequence& s, int j0) {
-  return p.causal ? max_int(0, j0 - s.shift) : 0;
-}
 
 // Query blocks [first, end) that a dkdv CTA for key block `key_block` visits (of kBlockQ queries).
 struct BlockRange {
@@ -96,26 +59,13 @@ struct BlockRange {
   DLK_HOST_DEVICE int count() const { return end > first ? end - first : 0; }
 };
 
-DLK_HOST_DEVICE BlockRange query_blocks_for_keys(const AttentionParams& p, const Sequence& s, int j0,
+// The query blocks that see any key at or after key j0 (j0 < len_k): from the block of the first
+// query that sees key j0 (attention_key_end is non-decreasing in i) to the last block.
+DLK_HOST_DEVICE BlockRange query_blocks_for_keys(const AttentionParams& p, const AttentionSequence& seq, int j0,
                                                  int block_q) {
-  const int first_query = first_query_seeing(p, s, j0);
-  if (first_query >= s.len_q) return {0, 0};  // top-left causal, keys past the last query's reach
-  return {first_query / block_q, ceil_div(s.len_q, block_q)};
-}
-
-// Key blocks [0, end) a dq CTA for queries [i0, i0 + block_q) visits: up to the last key visible to
-// its last valid query (attention_key_end is non-decreasing in i).
-DLK_HOST_DEVICE BlockRange key_blocks_for_queries(const AttentionParams& p, const Sequence& s, int i0,
-                                                  int block_q, int block_k) {
-  const int last_query = min_int(i0 + block_q, s.len_q) - 1;
-  return {0, ceil_div(attention_key_end(p, last_query, s.len_q, s.len_k), block_k)};
-}
-
-// Offset of element (b, h, token, 0): the one indexing rule of dlk/attention.h (token = seq start
-// + row; the batch stride is 0 in varlen mode).
-DLK_HOST_DEVICE int64_t row_offset(int64_t batch_stride, int64_t head_stride, int64_t row_stride, int b, int h,
-                                   int64_t token) {
-  return b * batch_stride + h * head_stride + token * row_stride;
+  const int first_query = attention_first_query(p, j0, seq.len_q, seq.len_k);
+  if (first_query >= seq.len_q) return {0, 0};  // top-left causal, keys past the last query's reach
+  return {first_query / block_q, ceil_div_int(seq.len_q, block_q)};
 }
 
 // The workspace's fp32 row terms D_i, laid out like lse: dense (B, Hq, Nq), varlen (Hq, total_q).
@@ -168,13 +118,14 @@ DLK_HOST_DEVICE Dropout make_dropout(const AttentionParams& p) {
   return d;
 }
 
-// Score in natural-log units, s = scale * q.k (+ bias[b, h, i, j]).
+// Score in natural-log units, s = scale * q.k (+ bias[b, h, i, j]). Apart from the forward's
+// score_log2 (scale * log2e folded, bias fma'd in log2 units): merging would change P's rounding.
 template <typename T>
 DLK_HOST_DEVICE float biased_score(const AttentionParams& p, float dot, int b, int h, int i, int j) {
   float s = dot * p.scale;
   if (p.bias != nullptr) {
     const T* bias = static_cast<const T*>(p.bias);
-    s += to_accumulate(bias[b * p.bias_batch_stride + h * p.bias_head_stride + i * p.bias_row_stride + j]);
+    s += to_accumulate(bias[row_offset(p.bias_batch_stride, p.bias_head_stride, p.bias_row_stride, b, h, i) + j]);
   }
   return s;
 }
@@ -188,6 +139,8 @@ DLK_HOST_DEVICE float biased_score(const AttentionParams& p, float dot, int b, i
 //     only flips the low two bits (stays inside the row). Row r starts at bank group 4 * (r % 2)
 //     (mod 8), so 8 consecutive rows give 4 * (r % 2) + ((c ^ r / 2) % 4): 8 distinct groups.
 // tiles_test in the emulation harness checks the bijection and the conflict freedom.
+// Kept apart from the forward's TileLayout (atom-major, unrolled load_tile): measured at the
+// backward's tile shapes and loops, that costs up to 70 more registers per thread, and spills.
 template <int kRowChunks>
 DLK_HOST_DEVICE uint32_t tile_chunk_offset(int row, int chunk) {
   static_assert(kRowChunks % 4 == 0, "rows of whole 64-byte units");
@@ -271,8 +224,8 @@ __device__ __forceinline__ void store_tile(const char* tile, T* base, int64_t ro
 // k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a[0..3].
 template <int kRowChunks>
 __device__ __forceinline__ void load_a_fragment(uint32_t (&a)[4], const char* tile, int row0, int k0, int lane) {
-  const int row = row0 + (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int chunk = k0 / 8 + (lane >> 4);
+  int row, chunk;
+  a_fragment_lane(lane, row0, k0 / 8, row, chunk);
   ldmatrix_x4_memory_clobber(a, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
 }
 
@@ -281,8 +234,8 @@ __device__ __forceinline__ void load_a_fragment(uint32_t (&a)[4], const char* ti
 // n-tile 1.
 template <int kRowChunks>
 __device__ __forceinline__ void load_b_fragments(uint32_t (&b)[4], const char* tile, int n0, int k0, int lane) {
-  const int row = n0 + (lane & 7) + (lane >> 4) * 8;
-  const int chunk = k0 / 8 + ((lane >> 3) & 1);
+  int row, chunk;
+  b_fragment_lane(lane, n0, k0 / 8, row, chunk);
   ldmatrix_x4_memory_clobber(b, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
 }
 
@@ -291,33 +244,9 @@ __device__ __forceinline__ void load_b_fragments(uint32_t (&b)[4], const char* t
 template <int kRowChunks>
 __device__ __forceinline__ void load_b_fragments_trans(uint32_t (&b)[4], const char* tile, int k0, int n0,
                                                        int lane) {
-  const int row = k0 + (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int chunk = n0 / 8 + (lane >> 4);
+  int row, chunk;
+  b_trans_fragment_lane(lane, k0, n0 / 8, row, chunk);
   ldmatrix_x4_trans(b, shared_address(tile + tile_chunk_offset<kRowChunks>(row, chunk)));
-}
-
-__device__ __forceinline__ uint32_t pack_pair(float lo, float hi, TypeTag<__half>) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return bits;
-}
-__device__ __forceinline__ uint32_t pack_pair(float lo, float hi, TypeTag<__nv_bfloat16>) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof(bits));
-  return bits;
-}
-
-// The accumulators of n-tiles 2s and 2s+1 (rows g, g+8; columns 16s + 2t + {0, 1}, + 8) as the A
-// fragment of k-step s: a[0] = (g, 2t), a[1] = (g + 8, 2t), a[2] = (g, 2t + 8), a[3] = (g + 8, 2t + 8).
-template <typename T>
-__device__ __forceinline__ void accumulators_to_a_fragment(uint32_t (&a)[4], const float (&lo)[4],
-                                                           const float (&hi)[4]) {
-  a[0] = pack_pair(lo[0], lo[1], TypeTag<T>{});
-  a[1] = pack_pair(lo[2], lo[3], TypeTag<T>{});
-  a[2] = pack_pair(hi[0], hi[1], TypeTag<T>{});
-  a[3] = pack_pair(hi[2], hi[3], TypeTag<T>{});
 }
 
 // acc[nt] (16 rows x kCols columns of one warp, rows row0 + g (+ 8)) scaled, into a swizzled tile of T.
@@ -331,7 +260,7 @@ __device__ __forceinline__ void stage_accumulators(char* tile, const float (&acc
     DLK_UNROLL
     for (int half = 0; half < 2; ++half) {
       const int row = row0 + g + 8 * half;
-      const uint32_t bits = pack_pair(acc[nt][2 * half] * scale, acc[nt][2 * half + 1] * scale, TypeTag<T>{});
+      const uint32_t bits = pack_pair<T>(acc[nt][2 * half] * scale, acc[nt][2 * half + 1] * scale);
       // Column 8 nt + 2t: chunk nt (8 elements per chunk), byte 4t inside it.
       *reinterpret_cast<uint32_t*>(tile + tile_chunk_offset<Shape::kRowChunks>(row, nt) + 4 * t) = bits;
     }
@@ -345,15 +274,15 @@ constexpr int kRowTermsRows = 16;
 template <typename T>
 __global__ void __launch_bounds__(128) row_terms_kernel(const AttentionBwdParams p, float* row_terms) {
   const int b = blockIdx.z, h = blockIdx.y;
-  const Sequence s = sequence_of(p, b);
+  const AttentionSequence seq = attention_sequence(p, b);
   const RowTermsLayout layout = row_terms_layout(p);
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const T* out = static_cast<const T*>(p.out);
   const T* grad_out = static_cast<const T*>(p.grad_out);
   for (int r = warp; r < kRowTermsRows; r += blockDim.x / kWarpSize) {
     const int i = blockIdx.x * kRowTermsRows + r;
-    if (i >= s.len_q) break;
-    const int64_t token = s.q_start + i;
+    if (i >= seq.len_q) break;
+    const int64_t token = seq.start_q + i;
     const T* o_row = out + row_offset(p.out_batch_stride, p.out_head_stride, p.out_row_stride, b, h, token);
     const T* do_row =
         grad_out + row_offset(p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride, b, h, token);
@@ -385,11 +314,11 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
   float* dsum_tiles = lse_tiles + 2 * kBlockQ;                                              // [2][kBlockQ]
 
   const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
-  const Sequence s = sequence_of(p, b);
+  const AttentionSequence seq = attention_sequence(p, b);
   const int j0 = key_block * kBlockK;
-  if (j0 >= s.len_k) return;  // varlen: past this sequence's keys
+  if (j0 >= seq.len_k) return;  // varlen: past this sequence's keys
   const int group = p.heads_q / p.heads_kv;
-  const BlockRange q_blocks = query_blocks_for_keys(p, s, j0, kBlockQ);
+  const BlockRange q_blocks = query_blocks_for_keys(p, seq, j0, kBlockQ);
   const int iterations = group * q_blocks.count();  // (query head, query block) pairs, heads outer
   const RowTermsLayout terms = row_terms_layout(p);
   const Dropout dropout = make_dropout(p);
@@ -399,11 +328,11 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
   const int g = lane >> 2, t = lane & 3;
 
   const T* k_base = static_cast<const T*>(p.k) +
-                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, seq.start_k);
   const T* v_base = static_cast<const T*>(p.v) +
-                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
-  load_tile_async<T, kHeadDim, kBlockK>(k_tile, k_base, p.k_row_stride, j0, s.len_k);
-  if (kNeedDP) load_tile_async<T, kHeadDim, kBlockK>(v_tile, v_base, p.v_row_stride, j0, s.len_k);
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, seq.start_k);
+  load_tile_async<T, kHeadDim, kBlockK>(k_tile, k_base, p.k_row_stride, j0, seq.len_k);
+  if (kNeedDP) load_tile_async<T, kHeadDim, kBlockK>(v_tile, v_base, p.v_row_stride, j0, seq.len_k);
   cp_async_commit();
 
   // Issues the loads of iteration `it` into stage it % 2: Q and dO by cp.async, the row terms by
@@ -413,19 +342,19 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
     const int h = kv_head * group + it / q_blocks.count();
     const int i0 = (q_blocks.first + it % q_blocks.count()) * kBlockQ;
     const T* q_base = static_cast<const T*>(p.q) +
-                      row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, s.q_start);
+                      row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q);
     const T* do_base = static_cast<const T*>(p.grad_out) +
                        row_offset(p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride, b, h,
-                                  s.q_start);
+                                  seq.start_q);
     load_tile_async<T, kHeadDim, kBlockQ>(q_tiles + stage * kBlockQ * Shape::kRowBytes, q_base, p.q_row_stride, i0,
-                                          s.len_q);
+                                          seq.len_q);
     load_tile_async<T, kHeadDim, kBlockQ>(do_tiles + stage * kBlockQ * Shape::kRowBytes, do_base,
-                                          p.grad_out_row_stride, i0, s.len_q);
+                                          p.grad_out_row_stride, i0, seq.len_q);
     for (int r = threadIdx.x; r < kBlockQ; r += blockDim.x) {
       const int i = i0 + r;
-      const bool valid = i < s.len_q;
-      const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i;
-      const int64_t term_at = b * terms.batch_stride + h * terms.head_stride + s.q_start + i;
+      const bool valid = i < seq.len_q;
+      const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i;
+      const int64_t term_at = b * terms.batch_stride + h * terms.head_stride + seq.start_q + i;
       lse_tiles[stage * kBlockQ + r] = lse_log2_of(valid ? lse[at] : 0.0f, valid);
       dsum_tiles[stage * kBlockQ + r] = valid ? row_terms[term_at] : 0.0f;
     }
@@ -485,11 +414,11 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
       for (int e = 0; e < 4; ++e) {
         const int jl = key_row0 + g + 8 * (e >> 1), il = nt * 8 + 2 * t + (e & 1);
         const int j = j0 + jl, i = i0 + il;
-        const bool visible = i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k);
+        const bool visible = i < seq.len_q && j < attention_key_end(p, i, seq.len_q, seq.len_k);
         float prob = 0.0f, factor = 0.0f;
         if (visible) {
           prob = exp2f(biased_score<T>(p, st[nt][e], b, h, i, j) * kLog2e - lse_tile[il]);
-          factor = dropout.factor(h, s.q_start + i, j);
+          factor = dropout.factor(h, seq.start_q + i, j);
         }
         st[nt][e] = prob * factor;
         if (kNeedDP) dpt[nt][e] = prob * (dpt[nt][e] * factor - dsum_tile[il]);
@@ -533,13 +462,13 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
   __syncthreads();
   if (kGradK) {
     T* dk_base = static_cast<T*>(p.grad_k) + row_offset(p.grad_k_batch_stride, p.grad_k_head_stride,
-                                                        p.grad_k_row_stride, b, kv_head, s.k_start);
-    store_tile<T, kHeadDim, kBlockK>(k_tile, dk_base, p.grad_k_row_stride, j0, s.len_k);
+                                                        p.grad_k_row_stride, b, kv_head, seq.start_k);
+    store_tile<T, kHeadDim, kBlockK>(k_tile, dk_base, p.grad_k_row_stride, j0, seq.len_k);
   }
   if (kGradV) {
     T* dv_base = static_cast<T*>(p.grad_v) + row_offset(p.grad_v_batch_stride, p.grad_v_head_stride,
-                                                        p.grad_v_row_stride, b, kv_head, s.k_start);
-    store_tile<T, kHeadDim, kBlockK>(v_tile, dv_base, p.grad_v_row_stride, j0, s.len_k);
+                                                        p.grad_v_row_stride, b, kv_head, seq.start_k);
+    store_tile<T, kHeadDim, kBlockK>(v_tile, dv_base, p.grad_v_row_stride, j0, seq.len_k);
   }
 }
 
@@ -559,11 +488,11 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
   char* v_tiles = k_tiles + 2 * kBlockK * Shape::kRowBytes;  // [2 stages][kBlockK rows]
 
   const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const Sequence s = sequence_of(p, b);
+  const AttentionSequence seq = attention_sequence(p, b);
   const int i0 = query_block * kBlockQ;
-  if (i0 >= s.len_q) return;
+  if (i0 >= seq.len_q) return;
   const int kv_head = h / (p.heads_q / p.heads_kv);
-  const BlockRange k_blocks = key_blocks_for_queries(p, s, i0, kBlockQ, kBlockK);
+  const int key_blocks = attention_key_block_end(p, i0, i0 + kBlockQ, seq.len_q, seq.len_k, kBlockK);
   const RowTermsLayout terms = row_terms_layout(p);
   const Dropout dropout = make_dropout(p);
 
@@ -572,25 +501,25 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
   const int query_row0 = warp * 16;
 
   const T* q_base = static_cast<const T*>(p.q) +
-                    row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, s.q_start);
+                    row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q);
   const T* do_base = static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride, p.grad_out_head_stride,
-                                                                    p.grad_out_row_stride, b, h, s.q_start);
+                                                                    p.grad_out_row_stride, b, h, seq.start_q);
   const T* k_base = static_cast<const T*>(p.k) +
-                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, seq.start_k);
   const T* v_base = static_cast<const T*>(p.v) +
-                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
-  load_tile_async<T, kHeadDim, kBlockQ>(q_tile, q_base, p.q_row_stride, i0, s.len_q);
-  load_tile_async<T, kHeadDim, kBlockQ>(do_tile, do_base, p.grad_out_row_stride, i0, s.len_q);
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, seq.start_k);
+  load_tile_async<T, kHeadDim, kBlockQ>(q_tile, q_base, p.q_row_stride, i0, seq.len_q);
+  load_tile_async<T, kHeadDim, kBlockQ>(do_tile, do_base, p.grad_out_row_stride, i0, seq.len_q);
   cp_async_commit();
 
   auto issue = [&](int kb) {
     const int stage = kb & 1;
     load_tile_async<T, kHeadDim, kBlockK>(k_tiles + stage * kBlockK * Shape::kRowBytes, k_base, p.k_row_stride,
-                                          kb * kBlockK, s.len_k);
+                                          kb * kBlockK, seq.len_k);
     load_tile_async<T, kHeadDim, kBlockK>(v_tiles + stage * kBlockK * Shape::kRowBytes, v_base, p.v_row_stride,
-                                          kb * kBlockK, s.len_k);
+                                          kb * kBlockK, seq.len_k);
   };
-  if (k_blocks.end > 0) issue(0);
+  if (key_blocks > 0) issue(0);
   cp_async_commit();
 
   // This thread's two rows (g, g + 8 of the warp's 16): log2-domain lse and D_i.
@@ -598,17 +527,17 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
   DLK_UNROLL
   for (int half = 0; half < 2; ++half) {
     const int i = i0 + query_row0 + g + 8 * half;
-    const bool valid = i < s.len_q;
+    const bool valid = i < seq.len_q;
     const float* lse = static_cast<const float*>(p.lse);
-    row_lse[half] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f,
+    row_lse[half] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i] : 0.0f,
                                 valid);
-    row_dsum[half] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+    row_dsum[half] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + seq.start_q + i] : 0.0f;
   }
 
   float dq_acc[kHeadDim / 8][4] = {};
-  for (int kb = 0; kb < k_blocks.end; ++kb) {
+  for (int kb = 0; kb < key_blocks; ++kb) {
     const int stage = kb & 1;
-    if (kb + 1 < k_blocks.end) issue(kb + 1);
+    if (kb + 1 < key_blocks) issue(kb + 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
@@ -647,11 +576,11 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
       for (int e = 0; e < 4; ++e) {
         const int half = e >> 1;
         const int i = i0 + query_row0 + g + 8 * half, j = j0 + nt * 8 + 2 * t + (e & 1);
-        const bool visible = i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k);
+        const bool visible = i < seq.len_q && j < attention_key_end(p, i, seq.len_q, seq.len_k);
         float ds = 0.0f;
         if (visible) {
           const float prob = exp2f(biased_score<T>(p, sc[nt][e], b, h, i, j) * kLog2e - row_lse[half]);
-          ds = prob * (dp[nt][e] * dropout.factor(h, s.q_start + i, j) - row_dsum[half]);
+          ds = prob * (dp[nt][e] * dropout.factor(h, seq.start_q + i, j) - row_dsum[half]);
         }
         sc[nt][e] = ds;
       }
@@ -678,8 +607,8 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
   stage_accumulators<T, kHeadDim>(q_tile, dq_acc, p.scale, query_row0, lane);
   __syncthreads();
   T* dq_base = static_cast<T*>(p.grad_q) +
-               row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, s.q_start);
-  store_tile<T, kHeadDim, kBlockQ>(q_tile, dq_base, p.grad_q_row_stride, i0, s.len_q);
+               row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, seq.start_q);
+  store_tile<T, kHeadDim, kBlockQ>(q_tile, dq_base, p.grad_q_row_stride, i0, seq.len_q);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,6 +624,7 @@ inline size_t simt_smem_bytes(int head_dim) {
 }
 
 // Rows [first_row, first_row + kSimtBlock) of one head into an fp32 tile (rows past valid_rows: 0).
+// Not load_tile: this one converts to fp32 and takes any alignment (the SIMT path's reason to be).
 template <typename T>
 __device__ __forceinline__ void load_tile_simt(float* tile, const T* base, int64_t row_stride, int first_row,
                                                int valid_rows, int head_dim) {
@@ -725,21 +655,21 @@ __global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const Attent
   float* dsum_tile = lse_tile + kSimtBlock;
 
   const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
-  const Sequence s = sequence_of(p, b);
+  const AttentionSequence seq = attention_sequence(p, b);
   const int j0 = key_block * kSimtBlock;
-  if (j0 >= s.len_k) return;
+  if (j0 >= seq.len_k) return;
   const int group = p.heads_q / p.heads_kv;
-  const BlockRange q_blocks = query_blocks_for_keys(p, s, j0, kSimtBlock);
+  const BlockRange q_blocks = query_blocks_for_keys(p, seq, j0, kSimtBlock);
   const RowTermsLayout terms = row_terms_layout(p);
   const Dropout dropout = make_dropout(p);
   const float* lse = static_cast<const float*>(p.lse);
 
   load_tile_simt(k_tile, static_cast<const T*>(p.k) + row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride,
-                                                                  b, kv_head, s.k_start),
-                 p.k_row_stride, j0, s.len_k, kHeadDim);
+                                                                  b, kv_head, seq.start_k),
+                 p.k_row_stride, j0, seq.len_k, kHeadDim);
   load_tile_simt(v_tile, static_cast<const T*>(p.v) + row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride,
-                                                                  b, kv_head, s.k_start),
-                 p.v_row_stride, j0, s.len_k, kHeadDim);
+                                                                  b, kv_head, seq.start_k),
+                 p.v_row_stride, j0, seq.len_k, kHeadDim);
 
   float dk_acc[kOwned] = {}, dv_acc[kOwned] = {};
   for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
@@ -747,28 +677,28 @@ __global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const Attent
       const int i0 = qb * kSimtBlock;
       __syncthreads();  // the previous block's tiles are no longer read
       load_tile_simt(q_tile, static_cast<const T*>(p.q) + row_offset(p.q_batch_stride, p.q_head_stride,
-                                                                      p.q_row_stride, b, h, s.q_start),
-                     p.q_row_stride, i0, s.len_q, kHeadDim);
+                                                                      p.q_row_stride, b, h, seq.start_q),
+                     p.q_row_stride, i0, seq.len_q, kHeadDim);
       load_tile_simt(do_tile, static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride,
                                                                               p.grad_out_head_stride,
-                                                                              p.grad_out_row_stride, b, h, s.q_start),
-                     p.grad_out_row_stride, i0, s.len_q, kHeadDim);
+                                                                              p.grad_out_row_stride, b, h, seq.start_q),
+                     p.grad_out_row_stride, i0, seq.len_q, kHeadDim);
       for (int r = threadIdx.x; r < kSimtBlock; r += blockDim.x) {
         const int i = i0 + r;
-        const bool valid = i < s.len_q;
-        lse_tile[r] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f,
+        const bool valid = i < seq.len_q;
+        lse_tile[r] = lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i] : 0.0f,
                                   valid);
-        dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+        dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + seq.start_q + i] : 0.0f;
       }
       __syncthreads();
       for (int idx = threadIdx.x; idx < kSimtBlock * kSimtBlock; idx += blockDim.x) {
         const int il = idx / kSimtBlock, jl = idx % kSimtBlock;
         const int i = i0 + il, j = j0 + jl;
         float prob = 0.0f, factor = 0.0f, dp = 0.0f;
-        if (i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k)) {
+        if (i < seq.len_q && j < attention_key_end(p, i, seq.len_q, seq.len_k)) {
           const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
           prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
-          factor = dropout.factor(h, s.q_start + i, j);
+          factor = dropout.factor(h, seq.start_q + i, j);
           dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
         }
         prob_tile[idx] = prob * factor;
@@ -776,7 +706,7 @@ __global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const Attent
       }
       __syncthreads();
       // Queries outer and not unrolled: unrolling both loops spills at head dim 128 / 256.
-      DLK_NO_UNROLL
+      DLK_ATTN_NO_UNROLL
       for (int il = 0; il < kSimtBlock; ++il) {
         DLK_UNROLL
         for (int o = 0; o < kOwned; ++o) {
@@ -789,14 +719,14 @@ __global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const Attent
   }
 
   T* dk = static_cast<T*>(p.grad_k) +
-          row_offset(p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, b, kv_head, s.k_start);
+          row_offset(p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, b, kv_head, seq.start_k);
   T* dv = static_cast<T*>(p.grad_v) +
-          row_offset(p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, b, kv_head, s.k_start);
+          row_offset(p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, b, kv_head, seq.start_k);
   DLK_UNROLL
   for (int o = 0; o < kOwned; ++o) {
     const int idx = threadIdx.x + o * kSimtThreads, jl = idx / kHeadDim, d = idx % kHeadDim;
     const int j = j0 + jl;
-    if (j >= s.len_k) continue;
+    if (j >= seq.len_k) continue;
     dk[j * p.grad_k_row_stride + d] = from_accumulate<T>(dk_acc[o] * p.scale);
     dv[j * p.grad_v_row_stride + d] = from_accumulate<T>(dv_acc[o]);
   }
@@ -815,50 +745,50 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
   float* dsum_tile = lse_tile + kSimtBlock;
 
   const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const Sequence s = sequence_of(p, b);
+  const AttentionSequence seq = attention_sequence(p, b);
   const int i0 = query_block * kSimtBlock;
-  if (i0 >= s.len_q) return;
+  if (i0 >= seq.len_q) return;
   const int kv_head = h / (p.heads_q / p.heads_kv);
-  const BlockRange k_blocks = key_blocks_for_queries(p, s, i0, kSimtBlock, kSimtBlock);
+  const int key_blocks = attention_key_block_end(p, i0, i0 + kSimtBlock, seq.len_q, seq.len_k, kSimtBlock);
   const RowTermsLayout terms = row_terms_layout(p);
   const Dropout dropout = make_dropout(p);
   const float* lse = static_cast<const float*>(p.lse);
 
   load_tile_simt(q_tile, static_cast<const T*>(p.q) + row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride,
-                                                                  b, h, s.q_start),
-                 p.q_row_stride, i0, s.len_q, kHeadDim);
+                                                                  b, h, seq.start_q),
+                 p.q_row_stride, i0, seq.len_q, kHeadDim);
   load_tile_simt(do_tile, static_cast<const T*>(p.grad_out) + row_offset(p.grad_out_batch_stride,
                                                                           p.grad_out_head_stride,
-                                                                          p.grad_out_row_stride, b, h, s.q_start),
-                 p.grad_out_row_stride, i0, s.len_q, kHeadDim);
+                                                                          p.grad_out_row_stride, b, h, seq.start_q),
+                 p.grad_out_row_stride, i0, seq.len_q, kHeadDim);
   for (int r = threadIdx.x; r < kSimtBlock; r += blockDim.x) {
     const int i = i0 + r;
-    const bool valid = i < s.len_q;
+    const bool valid = i < seq.len_q;
     lse_tile[r] =
-        lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + s.q_start + i] : 0.0f, valid);
-    dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + s.q_start + i] : 0.0f;
+        lse_log2_of(valid ? lse[b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i] : 0.0f, valid);
+    dsum_tile[r] = valid ? row_terms[b * terms.batch_stride + h * terms.head_stride + seq.start_q + i] : 0.0f;
   }
 
   const T* k_base = static_cast<const T*>(p.k) +
-                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, s.k_start);
+                    row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, kv_head, seq.start_k);
   const T* v_base = static_cast<const T*>(p.v) +
-                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, s.k_start);
+                    row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, kv_head, seq.start_k);
   float dq_acc[kOwned] = {};
-  for (int kb = 0; kb < k_blocks.end; ++kb) {
+  for (int kb = 0; kb < key_blocks; ++kb) {
     const int j0 = kb * kSimtBlock;
     __syncthreads();  // the previous block's tiles are no longer read
-    load_tile_simt(k_tile, k_base, p.k_row_stride, j0, s.len_k, kHeadDim);
-    load_tile_simt(v_tile, v_base, p.v_row_stride, j0, s.len_k, kHeadDim);
+    load_tile_simt(k_tile, k_base, p.k_row_stride, j0, seq.len_k, kHeadDim);
+    load_tile_simt(v_tile, v_base, p.v_row_stride, j0, seq.len_k, kHeadDim);
     __syncthreads();
     for (int idx = threadIdx.x; idx < kSimtBlock * kSimtBlock; idx += blockDim.x) {
       const int il = idx / kSimtBlock, jl = idx % kSimtBlock;
       const int i = i0 + il, j = j0 + jl;
       float ds = 0.0f;
-      if (i < s.len_q && j < attention_key_end(p, i, s.len_q, s.len_k)) {
+      if (i < seq.len_q && j < attention_key_end(p, i, seq.len_q, seq.len_k)) {
         const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
         const float prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
         const float dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
-        ds = prob * (dp * dropout.factor(h, s.q_start + i, j) - dsum_tile[il]);
+        ds = prob * (dp * dropout.factor(h, seq.start_q + i, j) - dsum_tile[il]);
       }
       ds_tile[idx] = ds;
     }
@@ -873,12 +803,12 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
   }
 
   T* dq = static_cast<T*>(p.grad_q) +
-          row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, s.q_start);
+          row_offset(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h, seq.start_q);
   DLK_UNROLL
   for (int o = 0; o < kOwned; ++o) {
     const int idx = threadIdx.x + o * kSimtThreads, il = idx / kHeadDim, d = idx % kHeadDim;
     const int i = i0 + il;
-    if (i < s.len_q) dq[i * p.grad_q_row_stride + d] = from_accumulate<T>(dq_acc[o] * p.scale);
+    if (i < seq.len_q) dq[i * p.grad_q_row_stride + d] = from_accumulate<T>(dq_acc[o] * p.scale);
   }
 }
 
@@ -922,7 +852,7 @@ Status launch_kernel(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStr
 template <typename T, int kHeadDim>
 Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
   using Config = TensorCoreConfig<kHeadDim>;
-  const dim3 dkdv_grid(ceil_div(p.seqlen_k, kTcResidentRows), p.heads_kv, p.batch);
+  const dim3 dkdv_grid(ceil_div_int(p.seqlen_k, kTcResidentRows), p.heads_kv, p.batch);
   const size_t dkdv_smem = dkdv_smem_bytes<T, kHeadDim>();
   Status status;
   if constexpr (Config::kSplitDkdv) {
@@ -936,7 +866,7 @@ Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cu
                            row_terms);
   }
   if (status != Status::kOk) return status;
-  const dim3 dq_grid(ceil_div(p.seqlen_q, kTcResidentRows), p.heads_q, p.batch);
+  const dim3 dq_grid(ceil_div_int(p.seqlen_q, kTcResidentRows), p.heads_q, p.batch);
   return launch_kernel(dq_tc_kernel<T, kHeadDim>, dq_grid, kTcThreads, dq_smem_bytes<T, kHeadDim>(), stream, p,
                        row_terms);
 }
@@ -944,11 +874,11 @@ Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cu
 template <typename T, int kHeadDim>
 Status run_simt_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
   const size_t smem = simt_smem_bytes(kHeadDim);
-  const dim3 dkdv_grid(ceil_div(p.seqlen_k, kSimtBlock), p.heads_kv, p.batch);
+  const dim3 dkdv_grid(ceil_div_int(p.seqlen_k, kSimtBlock), p.heads_kv, p.batch);
   const Status status =
       launch_kernel(dkdv_simt_kernel<T, kHeadDim>, dkdv_grid, kSimtThreads, smem, stream, p, row_terms);
   if (status != Status::kOk) return status;
-  const dim3 dq_grid(ceil_div(p.seqlen_q, kSimtBlock), p.heads_q, p.batch);
+  const dim3 dq_grid(ceil_div_int(p.seqlen_q, kSimtBlock), p.heads_q, p.batch);
   return launch_kernel(dq_simt_kernel<T, kHeadDim>, dq_grid, kSimtThreads, smem, stream, p, row_terms);
 }
 
@@ -964,7 +894,7 @@ Status run_kernels(const AttentionBwdParams& p, float* row_terms, bool tensor_co
 template <typename T>
 Status run_attention_backward(const AttentionBwdParams& p, float* row_terms, bool tensor_cores,
                               cudaStream_t stream) {
-  const dim3 terms_grid(ceil_div(p.seqlen_q, kRowTermsRows), p.heads_q, p.batch);
+  const dim3 terms_grid(ceil_div_int(p.seqlen_q, kRowTermsRows), p.heads_q, p.batch);
   const Status status = launch_kernel(row_terms_kernel<T>, terms_grid, 128, 0, stream, p, row_terms);
   if (status != Status::kOk) return status;
   switch (p.head_dim) {

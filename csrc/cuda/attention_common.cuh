@@ -1,7 +1,8 @@
-// Device helpers shared by the flash-attention kernels (forward in attention_fwd_kernel.cuh; the
-// backward may include this file too): where a sequence lives, which key blocks a query block sees,
-// the swizzled shared-memory layout of a (rows x head_dim) fp16/bf16 tile, its cp.async loader, and
-// the lane -> row/chunk maps that feed ldmatrix for the mma.sync m16n8k16 fragments.
+// Device helpers shared by the flash-attention kernels (forward in attention_fwd_kernel.cuh,
+// backward in attention_bwd_kernel.cuh): where a sequence lives, which key blocks a query block sees
+// (and the first query that sees a key), the swizzled shared-memory layout of a
+// (rows x head_dim) fp16/bf16 tile and its cp.async loader, the lane -> row/chunk maps that feed
+// ldmatrix for the mma.sync m16n8k16 fragments, and the accumulator -> A fragment conversion.
 //
 // Everything that is pure index math is DLK_HOST_DEVICE so that a host harness can check it (block
 // ranges against attention_key_end, the swizzle being a bijection and bank-conflict free, fragment
@@ -33,6 +34,14 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 DLK_HOST_DEVICE int ceil_div_int(int a, int b) { return (a + b - 1) / b; }
 DLK_HOST_DEVICE int min_int(int a, int b) { return a < b ? a : b; }
+DLK_HOST_DEVICE int max_int(int a, int b) { return a > b ? a : b; }
+
+// Offset of element (b, h, token, 0) of a q/k/v/out-like tensor: the one indexing rule of
+// dlk/attention.h (token = sequence start + row; the batch stride is 0 in varlen mode).
+DLK_HOST_DEVICE int64_t row_offset(int64_t batch_stride, int64_t head_stride, int64_t row_stride, int b, int h,
+                                   int64_t token) {
+  return b * batch_stride + h * head_stride + token * row_stride;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Where sequence b lives (dense: the batch stride moves between sequences; varlen: cu_seqlens).
@@ -236,6 +245,18 @@ template <>
 __device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// The C fragments of n-tiles 2s and 2s+1 (rows g, g+8; columns 16s + 2t + {0, 1}, + 8) as the A
+// fragment of k-step s (FlashAttention-2's register reuse: P or dS feed the next mma directly):
+// a[0] = (g, 2t), a[1] = (g + 8, 2t), a[2] = (g, 2t + 8), a[3] = (g + 8, 2t + 8).
+template <typename T>
+__device__ __forceinline__ void accumulators_to_a_fragment(uint32_t (&a)[4], const float (&lo)[4],
+                                                           const float (&hi)[4]) {
+  a[0] = pack_pair<T>(lo[0], lo[1]);
+  a[1] = pack_pair<T>(lo[2], lo[3]);
+  a[2] = pack_pair<T>(hi[0], hi[1]);
+  a[3] = pack_pair<T>(hi[2], hi[3]);
 }
 
 // Max / sum over the 4 lanes of a quad (the lanes holding one row of an mma C fragment).

@@ -311,10 +311,8 @@ __global__ void __launch_bounds__(ForwardConfig<kHeadDim>::kThreads)
     // O += P V: the C fragments of S tiles 2j, 2j+1 are the A fragment of k-step j.
     DLK_UNROLL
     for (int j = 0; j < kNSteps; ++j) {
-      const uint32_t a[4] = {pack_pair<T>(acc_s[2 * j][0], acc_s[2 * j][1]),
-                             pack_pair<T>(acc_s[2 * j][2], acc_s[2 * j][3]),
-                             pack_pair<T>(acc_s[2 * j + 1][0], acc_s[2 * j + 1][1]),
-                             pack_pair<T>(acc_s[2 * j + 1][2], acc_s[2 * j + 1][3])};
+      uint32_t a[4];
+      accumulators_to_a_fragment<T>(a, acc_s[2 * j], acc_s[2 * j + 1]);
       DLK_UNROLL
       for (int n = 0; n < kOTiles / 2; ++n) {
         uint32_t b_regs[4];
@@ -406,12 +404,12 @@ __global__ void __launch_bounds__(ForwardFloatConfig::kThreads)
   if (row_begin >= seq.len_q) return;
   const int h_kv = h / args.group_size;
 
-  const float* q = static_cast<const float*>(p.q) + b * p.q_batch_stride +
-                   (seq.start_q + row_begin) * p.q_row_stride + h * p.q_head_stride;
-  const float* k = static_cast<const float*>(p.k) + b * p.k_batch_stride + seq.start_k * p.k_row_stride +
-                   h_kv * p.k_head_stride;
-  const float* v = static_cast<const float*>(p.v) + b * p.v_batch_stride + seq.start_k * p.v_row_stride +
-                   h_kv * p.v_head_stride;
+  const float* q = static_cast<const float*>(p.q) +
+                   row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q + row_begin);
+  const float* k = static_cast<const float*>(p.k) +
+                   row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, h_kv, seq.start_k);
+  const float* v = static_cast<const float*>(p.v) +
+                   row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, h_kv, seq.start_k);
 
   const int tid = threadIdx.x;
   const int local_row = tid / kGroup, c = tid % kGroup;
@@ -419,8 +417,8 @@ __global__ void __launch_bounds__(ForwardFloatConfig::kThreads)
   const bool row_valid = i < seq.len_q;
   const int key_end = attention_key_end(p, i, seq.len_q, seq.len_k);
   const float* bias_row = p.bias != nullptr && row_valid
-                              ? static_cast<const float*>(p.bias) + b * p.bias_batch_stride +
-                                    h * p.bias_head_stride + int64_t(i) * p.bias_row_stride
+                              ? static_cast<const float*>(p.bias) +
+                                    row_offset(p.bias_batch_stride, p.bias_head_stride, p.bias_row_stride, b, h, i)
                               : nullptr;
   const int64_t q_token = seq.token_q + i;
 
@@ -484,8 +482,8 @@ __global__ void __launch_bounds__(ForwardFloatConfig::kThreads)
   float out_factor, row_lse;
   softmax_finish(row_max, row_sum, args.dropout_scale, out_factor, row_lse);
   if (!row_valid) return;
-  float* const out = static_cast<float*>(p.out) + b * p.out_batch_stride + (seq.start_q + i) * p.out_row_stride +
-                     h * p.out_head_stride;
+  float* const out = static_cast<float*>(p.out) +
+                     row_offset(p.out_batch_stride, p.out_head_stride, p.out_row_stride, b, h, seq.start_q + i);
   DLK_UNROLL
   for (int u = 0; u < kDimsPerThread; ++u) out[c + kGroup * u] = acc_o[u] * out_factor;
   if (c == 0) {
