@@ -981,6 +981,9 @@ Status dispatch_tile(TileShape tile, Fn&& fn) {
   if constexpr (kFast && Op::kFastA && Math::kTensorCores) {
     if (tile == TileShape::k128x64) return fn(TypeTag<ConvGemm<Op, Math, 128, 64, kFast>>{});
   }
+  // The planner sized the grid for `tile`: running another tile would leave rows unwritten, so a tile
+  // that available_tiles offered but is not instantiated here is an error, never a silent fallback.
+  if (tile != TileShape::k64x64) return Status::kInvalidArgument;
   return fn(TypeTag<ConvGemm<Op, Math, 64, 64, kFast>>{});
 }
 
