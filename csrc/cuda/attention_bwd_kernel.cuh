@@ -93,18 +93,54 @@ DLK_HOST_DEVICE float lse_log2_of(float lse, bool valid_row) {
   return (valid_row && lse != -INFINITY) ? lse * kLog2e : INFINITY;
 }
 
-// Dropout factor of element (h, query token, key j): keep / (1 - p).
+// Dropout decisions (dlk/attention.h). Query tokens are numbered as in the forward and the CPU /
+// Triton references: b * Nq + i in dense mode, cu_seqlens_q[b] + i in varlen mode. The kernels pass
+// sequence_token(b, seq.start_q + i): start_q is 0 (dense) or cu_seqlens_q[b] (varlen) and already
+// live for the row offsets, b and tokens_per_sequence are uniform. Keeping AttentionSequence::token_q
+// live across the main loops instead costs up to 60 registers (dq_tc, head dim 96, sm_90a).
 struct Dropout {
   bool enabled = false;
   uint64_t seed = 0;
   uint32_t threshold = 0;
-  float keep_scale = 1.0f;  // 1 / (1 - p)
+  float keep_scale = 1.0f;  // 1 / (1 - p); 1 without dropout
   int64_t total_q = 0;
   int seqlen_k = 0;
+  int tokens_per_sequence = 0;  // dense: Nq; varlen: 0 (start_q already counts from cu_seqlens_q[b])
+
+  // Query token of row `row` (= seq.start_q + i) of sequence b.
+  DLK_HOST_DEVICE int64_t sequence_token(int b, int64_t row) const { return int64_t(b) * tokens_per_sequence + row; }
+
+  DLK_HOST_DEVICE uint64_t counter(int h, int64_t q_token, int j) const {
+    return dropout_counter(h, total_q, q_token, seqlen_k, j);
+  }
+
+  // keep / (1 - p) of element (h, query token, key j); 1 without dropout.
   DLK_HOST_DEVICE float factor(int h, int64_t q_token, int j) const {
     if (!enabled) return 1.0f;
-    return dropout_keep(seed, dropout_counter(h, total_q, q_token, seqlen_k, j), threshold) ? keep_scale : 0.0f;
+    return dropout_keep(seed, counter(h, q_token, j), threshold) ? keep_scale : 0.0f;
   }
+
+  // Keep bits of kElems elements, all ones without dropout: bit idx is the decision for the element
+  // (query token + di, key + dj) of first_counter = counter(h, query token, key), where
+  // offsets(idx, di, dj) gives di, dj (counter(h, t + di, j + dj) = counter(h, t, j) + di * seqlen_k
+  // + dj). A rolled loop, as the forward's dropout_keep_bits: ten Philox rounds per element unrolled
+  // over a whole accumulator block cost code size and registers.
+  template <int kElems, typename Offsets>
+  DLK_HOST_DEVICE uint32_t keep_bits(uint64_t first_counter, Offsets offsets) const {
+    static_assert(kElems <= 32, "one bit per element in a 32-bit mask");
+    if (!enabled) return ~0u;
+    uint32_t bits = 0;
+    DLK_ATTN_NO_UNROLL
+    for (int idx = 0; idx < kElems; ++idx) {
+      int di, dj;
+      offsets(idx, di, dj);
+      const uint64_t element_counter = first_counter + uint64_t(di) * uint64_t(seqlen_k) + uint64_t(dj);
+      bits |= uint32_t(dropout_keep(seed, element_counter, threshold)) << idx;
+    }
+    return bits;
+  }
+  // factor() of element idx of a keep_bits mask.
+  DLK_HOST_DEVICE float factor_of(uint32_t bits, int idx) const { return (bits >> idx) & 1u ? keep_scale : 0.0f; }
 };
 
 DLK_HOST_DEVICE Dropout make_dropout(const AttentionParams& p) {
@@ -115,6 +151,7 @@ DLK_HOST_DEVICE Dropout make_dropout(const AttentionParams& p) {
   d.keep_scale = d.enabled ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.0f;
   d.total_q = p.total_q;
   d.seqlen_k = p.seqlen_k;
+  d.tokens_per_sequence = p.cu_seqlens_q == nullptr ? p.seqlen_q : 0;
   return d;
 }
 
@@ -418,7 +455,7 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
         float prob = 0.0f, factor = 0.0f;
         if (visible) {
           prob = exp2f(biased_score<T>(p, st[nt][e], b, h, i, j) * kLog2e - lse_tile[il]);
-          factor = dropout.factor(h, seq.start_q + i, j);
+          factor = dropout.factor(h, dropout.sequence_token(b, seq.start_q + i), j);
         }
         st[nt][e] = prob * factor;
         if (kNeedDP) dpt[nt][e] = prob * (dpt[nt][e] * factor - dsum_tile[il]);
@@ -545,6 +582,16 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
     const char* v_tile = v_tiles + stage * kBlockK * Shape::kRowBytes;
     const int j0 = kb * kBlockK;
 
+    // Dropout decisions of this thread's elements of S (bit 4 nt + e: query row g + 8 (e >> 1), key
+    // 8 nt + 2t + (e & 1), as in the dS loop below), drawn before S and dP occupy their registers.
+    // (dkdv_tc keeps factor() per element: there this form measured +36..42 registers at head dim 64.)
+    const int64_t first_token = dropout.sequence_token(b, seq.start_q + i0 + query_row0 + g);
+    const uint32_t keep = dropout.keep_bits<kBlockK / 2>(dropout.counter(h, first_token, j0 + 2 * t),
+                                                         [](int idx, int& di, int& dj) {
+                                                           di = 8 * ((idx % 4) >> 1);
+                                                           dj = 8 * (idx / 4) + (idx % 2);
+                                                         });
+
     // S = Q K^T and dP = dO V^T: 16 queries x kBlockK keys per warp.
     float sc[kBlockK / 8][4] = {};
     float dp[kBlockK / 8][4] = {};
@@ -580,7 +627,7 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
         float ds = 0.0f;
         if (visible) {
           const float prob = exp2f(biased_score<T>(p, sc[nt][e], b, h, i, j) * kLog2e - row_lse[half]);
-          ds = prob * (dp[nt][e] * dropout.factor(h, seq.start_q + i, j) - row_dsum[half]);
+          ds = prob * (dp[nt][e] * dropout.factor_of(keep, 4 * nt + e) - row_dsum[half]);
         }
         sc[nt][e] = ds;
       }
@@ -640,8 +687,14 @@ __device__ __forceinline__ float dot_rows(const float* a, const float* b, int n)
   return sum;
 }
 
+// 3 CTAs per SM up to head dim 128 (at most 170 registers, which these fit without spills): pins
+// the occupancy that scheduling noise otherwise moves (the dropout token cost 173 at head dim 128, sm_90a).
+template <int kHeadDim>
+constexpr int kDkdvSimtMinBlocks = kHeadDim <= 128 ? 3 : 1;
+
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
+__global__ void __launch_bounds__(kSimtThreads, kDkdvSimtMinBlocks<kHeadDim>)
+    dkdv_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
   constexpr int kOwned = kSimtBlock * kHeadDim / kSimtThreads;  // output elements per thread
   static_assert(kSimtBlock * kHeadDim % kSimtThreads == 0, "whole outputs per thread");
   extern __shared__ __align__(16) char smem_raw[];
@@ -698,7 +751,7 @@ __global__ void __launch_bounds__(kSimtThreads, 1) dkdv_simt_kernel(const Attent
         if (i < seq.len_q && j < attention_key_end(p, i, seq.len_q, seq.len_k)) {
           const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
           prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
-          factor = dropout.factor(h, seq.start_q + i, j);
+          factor = dropout.factor(h, dropout.sequence_token(b, seq.start_q + i), j);
           dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
         }
         prob_tile[idx] = prob * factor;
@@ -788,7 +841,7 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
         const float dot = dot_rows(q_tile + il * kHeadDim, k_tile + jl * kHeadDim, kHeadDim);
         const float prob = exp2f(biased_score<T>(p, dot, b, h, i, j) * kLog2e - lse_tile[il]);
         const float dp = dot_rows(do_tile + il * kHeadDim, v_tile + jl * kHeadDim, kHeadDim);
-        ds = prob * (dp * dropout.factor(h, seq.start_q + i, j) - dsum_tile[il]);
+        ds = prob * (dp * dropout.factor(h, dropout.sequence_token(b, seq.start_q + i), j) - dsum_tile[il]);
       }
       ds_tile[idx] = ds;
     }
