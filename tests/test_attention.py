@@ -269,6 +269,25 @@ def test_varlen_dropout_counter(backend):
         torch.testing.assert_close(out[s].transpose(0, 1)[None].double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="interpreter check; on a GPU the cuda-marked tests run the chosen path")
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_triton_tensor_descriptor_loads_match_pointer_loads(monkeypatch, causal):
+    """The Triton forward reads Q/K/V through TMA tensor descriptors on Hopper (triton_kernels/attention.py
+    _use_tma); forced on in the interpreter it must give bitwise the pointer path's results."""
+    triton_attention = pytest.importorskip("triton_kernels.attention")
+    q, k, v = make_qkv(2, 4, 2, 45, 71, 64, torch.float16)
+    bias = torch.randn(45, 71).to(torch.float16)
+    monkeypatch.setattr(triton_attention, "FORCE_TMA", False)
+    expected = dlkernels.attention(q, k, v, causal=causal, attn_mask=bias, return_lse=True, backend="triton")
+    monkeypatch.setattr(triton_attention, "FORCE_TMA", True)
+    choices = []
+    choose = triton_attention._use_tma
+    monkeypatch.setattr(triton_attention, "_use_tma", lambda *args: choices.append(choose(*args)) or choices[-1])
+    out = dlkernels.attention(q, k, v, causal=causal, attn_mask=bias, return_lse=True, backend="triton")
+    assert choices == [True]
+    assert torch.equal(out[0], expected[0]) and torch.equal(out[1], expected[1])
+
+
 # ----------------------------------------------------------------------------- SDPA and MultiheadAttention
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_sdpa_drop_in(backend):

@@ -191,6 +191,7 @@ def _conv2d_winograd():
 
 
 def _attention():
+    from triton_kernels import attention
     from triton_kernels.attention import attention_backward, attention_forward
 
     def calls(dtype, head_dim=64, heads=(4, 2), causal=False, bottom_right=True, bias=False, dropout_p=0.0,
@@ -222,6 +223,20 @@ def _attention():
         for head_dim in (32, 128, 256):
             calls(dtype, head_dim=head_dim, causal=True)
     calls(torch.float32, tf32=True)
+
+    # The tensor-descriptor (TMA) forward, which the launcher takes only for CUDA tensors on Hopper,
+    # so forced here: every config once more (descriptor loads pipeline differently), every dtype with
+    # and without the masked terms, the other power-of-two head dims. It compiles for sm_80 as well,
+    # where Triton turns descriptors back into pointer loads, but the launcher never picks it there.
+    attention.FORCE_TMA = True
+    _swept.discard(attention._attn_fwd_kernel.fn)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        calls(dtype)
+        calls(dtype, causal=True, bias=True, dropout_p=0.1)
+    for head_dim in (32, 128, 256):
+        calls(torch.float16, head_dim=head_dim, causal=True)
+    calls(torch.float32, tf32=True)
+    attention.FORCE_TMA = None
 
 
 def _rnn():

@@ -11,7 +11,8 @@ into the scale instead; that rounds the full score, not the small difference, an
 the backward then misses torch's fp32 accuracy: see LOG2E.) Key blocks split into two ranges: those
 every row of the block sees entirely (no score masks) and the band at the causal diagonal and the
 ragged last block (causal and length masks). Causal programs never visit the blocks above the
-diagonal.
+diagonal. On Hopper, Q, K and V arrive through tensor descriptors (TMA) where the layout allows
+(USE_TMA, chosen by _use_tma); the scores are masked exactly as with pointer loads.
 
 Backward. Three kernels, none with atomics, so gradients are bitwise reproducible:
 1. _attn_bwd_delta_kernel: D_i = rowsum(dO_i * O_i) (fp32, laid out like lse; see _DELTA_BLOCK_M).
@@ -30,10 +31,12 @@ from such rows, and the backward reads their lse (and that of rows past the sequ
 which turns every P of the row into exactly 0.
 """
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime import _allocation
 
 from triton_kernels._common import INTERPRETING, autotune_configs, cast_for_store
 
@@ -128,6 +131,30 @@ def _load_rows(ptr, rows, num_rows, row_stride, cols, HEAD_DIM: tl.constexpr, BL
 
 
 @triton.jit
+def _row_source(base, num_rows, row_stride, BLOCK_ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                USE_TMA: tl.constexpr):
+    """What _load_block reads the (num_rows, HEAD_DIM) matrix at base through: a tensor descriptor of
+    [BLOCK_ROWS, HEAD_DIM] blocks bounded by num_rows (TMA), or the pointer itself."""
+    if USE_TMA:
+        return tl.make_tensor_descriptor(base, shape=[num_rows, HEAD_DIM], strides=[row_stride, 1],
+                                         block_shape=[BLOCK_ROWS, HEAD_DIM])
+    else:
+        return base
+
+
+@triton.jit
+def _load_block(source, first_row, num_rows, row_stride, BLOCK_ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                BLOCK_D: tl.constexpr, MASK_ROWS: tl.constexpr, USE_TMA: tl.constexpr):
+    """Rows first_row + [0, BLOCK_ROWS) of a _row_source, zero past num_rows: the descriptor zero-fills
+    them by itself, the pointer path masks them when MASK_ROWS (see _load_rows)."""
+    if USE_TMA:
+        return source.load([first_row, 0])
+    else:
+        return _load_rows(source + tl.cast(first_row, tl.int64) * row_stride, tl.arange(0, BLOCK_ROWS),
+                          num_rows - first_row, row_stride, tl.arange(0, BLOCK_D), HEAD_DIM, BLOCK_D, MASK_ROWS)
+
+
+@triton.jit
 def _store_rows(ptr, value, rows, num_rows, row_stride, cols, HEAD_DIM: tl.constexpr):
     mask = (rows < num_rows)[:, None] & (cols < HEAD_DIM)[None, :]
     tl.store(ptr + rows[:, None] * row_stride + cols[None, :], cast_for_store(value, ptr.dtype.element_ty),
@@ -164,28 +191,26 @@ def _dropout_keep(seed_lo, seed_hi, row_counters, cols, threshold, TRANSPOSED: t
 
 @triton.jit
 def _attn_fwd_inner(
-    acc, l_i, m_i, q, k_base, v_base, bias_base, start_m, lo, hi, len_q, len_k, shift,
+    acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, lo, hi, len_q, len_k, shift,
     k_row_stride, v_row_stride, bias_row_stride, scale, seed_lo, seed_hi, row_counters, dropout_threshold,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, DROPOUT: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """Online softmax of query rows start_m + [0, BLOCK_M) over key blocks [lo, hi). bias_base points
-    at row start_m, key 0. MASKED: the causal band / ragged end, where scores of hidden or
-    out-of-range keys become -inf; otherwise every key of every block is visible."""
+    """Online softmax of query rows start_m + [0, BLOCK_M) over key blocks [lo, hi). k_source and
+    v_source are _row_sources of the sequence's keys; bias_base points at row start_m, key 0. MASKED:
+    the causal band / ragged end, where scores of hidden or out-of-range keys become -inf; otherwise
+    every key of every block is visible."""
     rows = tl.arange(0, BLOCK_M)
     offs_m = start_m + rows
     cols = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + cols
-        first_key = tl.cast(start_n, tl.int64)
-        k = _load_rows(k_base + first_key * k_row_stride, cols, len_k - start_n, k_row_stride, offs_d,
-                       HEAD_DIM, BLOCK_D, MASKED)
+        k = _load_block(k_source, start_n, len_k, k_row_stride, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         s = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=INPUT_PRECISION, out_dtype=tl.float32) * scale
         if HAS_BIAS:
-            s += _load_bias(bias_base + first_key, rows, cols, len_q - start_m, len_k - start_n, bias_row_stride,
-                            False)
+            s += _load_bias(bias_base + tl.cast(start_n, tl.int64), rows, cols, len_q - start_m, len_k - start_n,
+                            bias_row_stride, False)
         if MASKED:
             visible = (offs_n < len_k)[None, :]
             if CAUSAL:
@@ -199,15 +224,14 @@ def _attn_fwd_inner(
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:  # the row sum above is the softmax's; only the product with V drops
             p = tl.where(_dropout_keep(seed_lo, seed_hi, row_counters, offs_n, dropout_threshold, False), p, 0.0)
-        v = _load_rows(v_base + first_key * v_row_stride, cols, len_k - start_n, v_row_stride, offs_d,
-                       HEAD_DIM, BLOCK_D, MASKED)
+        v = _load_block(v_source, start_n, len_k, v_row_stride, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION, out_dtype=tl.float32)
         m_i = m_new
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=_KEY)
+@triton.autotune(configs=_FWD_CONFIGS, key=_KEY + ["USE_TMA"])
 @triton.jit(do_not_specialize=_UNSPECIALIZED)
 def _attn_fwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, lse_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
@@ -216,7 +240,7 @@ def _attn_fwd_kernel(
     seqlen_q_bucket, seqlen_k_bucket,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, BOTTOM_RIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, VARLEN: tl.constexpr, DROPOUT: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m = tl.program_id(0) * BLOCK_M
@@ -228,17 +252,20 @@ def _attn_fwd_kernel(
     seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
     kv_h = h // group_size
     # Row bases in int64 (tensors may pass 2**31 elements); offsets inside a tile stay int32.
-    q_base = q_ptr + b * q_strides[0] + h * q_strides[1] + (seq_q + start_m) * q_strides[2]
+    q_base = q_ptr + b * q_strides[0] + h * q_strides[1] + seq_q * q_strides[2]  # the sequence's row 0
     out_base = out_ptr + b * out_strides[0] + h * out_strides[1] + (seq_q + start_m) * out_strides[2]
     k_base = k_ptr + b * k_strides[0] + kv_h * k_strides[1] + seq_k * k_strides[2]
     v_base = v_ptr + b * v_strides[0] + kv_h * v_strides[1] + seq_k * v_strides[2]
+    k_source = _row_source(k_base, len_k, k_strides[2], BLOCK_N, HEAD_DIM, USE_TMA)
+    v_source = _row_source(v_base, len_k, v_strides[2], BLOCK_N, HEAD_DIM, USE_TMA)
     bias_base = bias_ptr + b * bias_strides[0] + h * bias_strides[1] + start_m.to(tl.int64) * bias_strides[2]
     lse_base = lse_ptr + b * lse_strides[0] + h * lse_strides[1] + seq_q + start_m
 
     rows = tl.arange(0, BLOCK_M)  # relative to start_m
     offs_m = start_m + rows
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_rows(q_base, rows, len_q - start_m, q_strides[2], offs_d, HEAD_DIM, BLOCK_D, True).to(DOT_DTYPE)
+    q_source = _row_source(q_base, len_q, q_strides[2], BLOCK_M, HEAD_DIM, USE_TMA)
+    q = _load_block(q_source, start_m, len_q, q_strides[2], BLOCK_M, HEAD_DIM, BLOCK_D, True, USE_TMA).to(DOT_DTYPE)
     # Dropout counters: dense sequences number their tokens b * seqlen_q + i, packed ones globally.
     first_token = seq_q if VARLEN else b * seqlen_q
     row_counters = ((h * total_q + first_token + offs_m) * seqlen_k).to(tl.int64)
@@ -258,13 +285,15 @@ def _attn_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc, l_i, m_i = _attn_fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, bias_base, start_m, 0, full_end, len_q, len_k, shift,
+        acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, 0, full_end, len_q, len_k, shift,
         k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
-        HEAD_DIM, BLOCK_D, False, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
+        HEAD_DIM, BLOCK_D, False, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, USE_TMA, BLOCK_M,
+        BLOCK_N)
     acc, l_i, m_i = _attn_fwd_inner(
-        acc, l_i, m_i, q, k_base, v_base, bias_base, start_m, full_end, hi, len_q, len_k, shift,
+        acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, full_end, hi, len_q, len_k, shift,
         k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
-        HEAD_DIM, BLOCK_D, True, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
+        HEAD_DIM, BLOCK_D, True, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, USE_TMA, BLOCK_M,
+        BLOCK_N)
 
     # Rows without a visible key have l = 0 and acc = 0: they store 0 and lse = -inf.
     empty = l_i == 0.0
@@ -554,6 +583,47 @@ def _unit_stride(tensor):
     return tensor if tensor.stride(-1) == 1 else tensor.contiguous()
 
 
+# The forward reads Q, K and V through tensor descriptors (TMA bulk copies: no address or mask
+# arithmetic in the warps, the ragged last block zero-filled by the copy engine) when the launcher
+# finds (_use_tma) an NVIDIA GPU of capability >= 9 (Hopper, where TMA exists; Triton would turn the
+# descriptors back into pointer loads on older GPUs), dense tensors (a packed sequence may have no
+# keys, and a descriptor needs at least one row), a power-of-two head dim (a descriptor block spans
+# the whole row; D = 96 would need column masks) and TMA's 16-byte alignment of each (batch, head)
+# matrix's start and of its row stride. Everywhere else, and in the backward, the masked pointer
+# loads. FORCE_TMA (environment DLK_ATTENTION_TMA=1 / 0) overrides the choice for tests and
+# benchmarks: True takes descriptors wherever the layout allows, on any device (the interpreter
+# executes them), False never.
+_TMA_ENV = os.environ.get("DLK_ATTENTION_TMA", "")
+FORCE_TMA = None if _TMA_ENV == "" else _TMA_ENV != "0"
+
+
+def _tma_aligned(tensor, strides):
+    itemsize = tensor.element_size()
+    return tensor.data_ptr() % 16 == 0 and strides[2] > 0 and all(stride * itemsize % 16 == 0 for stride in strides)
+
+
+def _use_tma(problem, q, k, v):
+    if FORCE_TMA is False or problem.varlen or problem.head_dim & (problem.head_dim - 1):
+        return False
+    if FORCE_TMA is None and not (q.is_cuda and torch.version.hip is None
+                                  and torch.cuda.get_device_capability(q.device)[0] >= 9):
+        return False
+    return all(_tma_aligned(tensor, problem.strides(tensor)) for tensor in (q, k, v))
+
+
+def _tma_scratch(size, alignment, stream):
+    # Global memory for the descriptors the programs build (Triton asks for it at each launch, on the
+    # current device and stream; the caching allocator's blocks are 512-byte aligned).
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _ensure_tma_allocator():
+    """Device-side descriptors live in scratch from the allocator of triton.set_allocator (a ContextVar,
+    so per thread): install ours unless the caller has set one."""
+    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_tma_scratch)
+
+
 class _Problem:
     """Sizes, strides (batch, head, row) and flags of one call, in the header's single indexing rule."""
 
@@ -629,12 +699,15 @@ def attention_forward(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, m
         return out, lse
     if problem.empty_keys:  # no key at all: every row is empty (and k, v have no storage to point at)
         return out.zero_(), lse.fill_(float("-inf"))
+    use_tma = _use_tma(problem, q, k, v)
+    if use_tma:
+        _ensure_tma_allocator()
     _attn_fwd_kernel[problem.grid(problem.seqlen_q, "BLOCK_M", problem.heads_q)](
         q, k, v, problem.bias, out, lse, problem.cu_seqlens_q, problem.cu_seqlens_k,
         problem.strides(q), problem.strides(k), problem.strides(v), problem.strides(out), problem.bias_strides,
         problem.lse_strides(),
         problem.seqlen_q, problem.seqlen_k, problem.total_q, problem.heads_q // problem.heads_kv,
-        problem.scale, *problem.scalars(), **problem.meta,
+        problem.scale, *problem.scalars(), **problem.meta, USE_TMA=use_tma,
     )
     return out, lse
 
