@@ -35,6 +35,21 @@ def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+_DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
+               torch.float64: tl.float64}
+
+
+def dot_dtype(dtype: torch.dtype):
+    """The type tl.dot multiplies in: the input's, except bf16 under the interpreter, which cannot multiply
+    bf16 (the kernels upcast the operands)."""
+    return tl.float32 if INTERPRETING and dtype == torch.bfloat16 else _DOT_DTYPES[dtype]
+
+
+def input_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """tl.dot's input_precision. Only fp32 has a choice: TF32 tensor cores when allowed, exact FMAs otherwise."""
+    return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
+
+
 def accumulator_dtype(dtype: torch.dtype):
     """fp32 accumulation for every dtype but float64."""
     return tl.float64 if dtype == torch.float64 else tl.float32

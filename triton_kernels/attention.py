@@ -36,9 +36,7 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton.runtime import _allocation
-
-from triton_kernels._common import INTERPRETING, autotune_configs, cast_for_store
+from triton_kernels._common import INTERPRETING, autotune_configs, cast_for_store, dot_dtype, input_precision
 
 # Tiles. The first config of each list is the only one the interpreter runs (it cannot benchmark):
 # small and with BLOCK_M != BLOCK_N, so CPU tests cover several blocks, ragged edges and a causal
@@ -560,17 +558,7 @@ def _attn_bwd_dq_kernel(
 
 # --- launchers ----------------------------------------------------------------------------------
 
-_DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
-
-
-def _dot_dtype(dtype):
-    # The interpreter cannot multiply bf16, so there the operands are upcast as they are loaded.
-    return tl.float32 if INTERPRETING and dtype == torch.bfloat16 else _DOT_DTYPES[dtype]
-
-
-def _input_precision(dtype, allow_tf32):
-    # Only fp32 has a choice: TF32 tensor cores when allowed, exact fp32 FMAs otherwise.
-    return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _int32_bits(word):
@@ -620,7 +608,12 @@ def _tma_scratch(size, alignment, stream):
 def _ensure_tma_allocator():
     """Device-side descriptors live in scratch from the allocator of triton.set_allocator (a ContextVar,
     so per thread): install ours unless the caller has set one."""
-    if isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+    try:  # Triton keeps the current allocator private; if that moves, always install ours
+        from triton.runtime import _allocation
+        caller_set_one = not isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+    except (ImportError, AttributeError):
+        caller_set_one = False
+    if not caller_set_one:
         triton.set_allocator(_tma_scratch)
 
 
@@ -629,7 +622,7 @@ class _Problem:
 
     def __init__(self, q, k, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                  causal_bottom_right, dropout_p, seed, allow_tf32):
-        if q.dtype not in _DOT_DTYPES:
+        if q.dtype not in _KERNEL_DTYPES:
             raise TypeError(f"attention (triton): dtype must be float16, bfloat16 or float32, got {q.dtype}")
         self.varlen = cu_seqlens_q is not None
         if self.varlen:
@@ -657,8 +650,8 @@ class _Problem:
         self.meta = {
             "HEAD_DIM": self.head_dim, "BLOCK_D": triton.next_power_of_2(self.head_dim), "CAUSAL": bool(causal),
             "BOTTOM_RIGHT": bool(causal_bottom_right), "HAS_BIAS": bias is not None, "VARLEN": self.varlen,
-            "DROPOUT": self.dropout_p > 0.0, "DOT_DTYPE": _dot_dtype(q.dtype),
-            "INPUT_PRECISION": _input_precision(q.dtype, allow_tf32),
+            "DROPOUT": self.dropout_p > 0.0, "DOT_DTYPE": dot_dtype(q.dtype),
+            "INPUT_PRECISION": input_precision(q.dtype, allow_tf32),
         }
 
     def strides(self, tensor):

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
-                                    check_4d, memory_format, target_programs)
+                                    check_4d, dot_dtype, input_precision, memory_format, target_programs)
 
 # GEMM tiles. Hopper wgmma wants BLOCK_M a multiple of 64 per warpgroup and deep K tiles; the
 # 128 x 128 and 128 x 256 tiles reuse each loaded element most, smaller ones keep enough programs
@@ -504,22 +504,8 @@ def _depthwise_wgrad_kernel(
 
 # --- launchers ----------------------------------------------------------------------------------
 
-_DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
-               torch.float64: tl.float64}
-
-
-def _dot_dtype(dtype):
-    # The interpreter cannot multiply bf16, so there the operands are upcast before tl.dot.
-    return tl.float32 if INTERPRETING and dtype == torch.bfloat16 else _DOT_DTYPES[dtype]
-
-
-def _input_precision(dtype, allow_tf32):
-    # Only fp32 has a choice: TF32 tensor cores when allowed, exact fp32 FMAs otherwise.
-    return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
-
-
 def _gemm_dtypes(dtype, allow_tf32):
-    return {"DOT_DTYPE": _dot_dtype(dtype), "INPUT_PRECISION": _input_precision(dtype, allow_tf32),
+    return {"DOT_DTYPE": dot_dtype(dtype), "INPUT_PRECISION": input_precision(dtype, allow_tf32),
             "ACC_DTYPE": accumulator_dtype(dtype)}
 
 

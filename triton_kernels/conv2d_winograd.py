@@ -35,8 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, check_4d,
-                                    memory_format)
+from triton_kernels._common import (accumulator_dtype, autotune_configs, cast_for_store, check_4d, dot_dtype,
+                                    input_precision, memory_format)
 
 # Input transform: memory bound. A block element holds alpha^2 + alpha fp32 values at the peak
 # (20 for F(2,3), 42 for F(4,3)): _prune_input_configs keeps the blocks whose values fit in
@@ -341,10 +341,6 @@ def _winograd_gemm_kernel(
 
 # --- launchers ----------------------------------------------------------------------------------
 
-_DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
-               torch.float64: tl.float64}
-
-
 def _registers_per_thread(values_per_element, block_elements, num_warps, acc_dtype):
     return values_per_element * block_elements * (2 if acc_dtype == tl.float64 else 1) // (32 * num_warps)
 
@@ -365,16 +361,6 @@ def _prune_gemm_configs(configs, TILE, ACC_DTYPE, **kwargs):
         alpha + TILE * TILE, config.kwargs["BLOCK_T"] * config.kwargs["BLOCK_K"], config.num_warps,
         ACC_DTYPE) <= _MAX_ACCUMULATOR_REGISTERS]
     return fits or configs[:1]
-
-
-def _dot_dtype(dtype):
-    # The interpreter cannot multiply bf16, so there the operands are upcast before tl.dot.
-    return tl.float32 if INTERPRETING and dtype == torch.bfloat16 else _DOT_DTYPES[dtype]
-
-
-def _input_precision(dtype, allow_tf32):
-    # Only fp32 has a choice: TF32 tensor cores when allowed, exact fp32 FMAs otherwise.
-    return "tf32" if dtype == torch.float32 and allow_tf32 else "ieee"
 
 
 def _needs_int64(*numels):
@@ -459,7 +445,7 @@ def conv2d_winograd(input, transformed_weight, bias, residual, padding, output_s
         v, transformed_weight, bias if bias is not None else output, residual if residual is not None else output,
         output, num_tiles, channels, out_channels, tiles_h, tiles_w, out_h, out_w,
         TILE=tile, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=bool(relu),
-        CHANNELS_LAST=bool(channels_last), INDEX_64=index_64, DOT_DTYPE=_dot_dtype(input.dtype),
-        INPUT_PRECISION=_input_precision(input.dtype, allow_tf32), ACC_DTYPE=acc_dtype,
+        CHANNELS_LAST=bool(channels_last), INDEX_64=index_64, DOT_DTYPE=dot_dtype(input.dtype),
+        INPUT_PRECISION=input_precision(input.dtype, allow_tf32), ACC_DTYPE=acc_dtype,
     )
     return output

@@ -35,7 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store
+from triton_kernels._common import (SUPPORTED_DTYPES, accumulator_dtype, autotune_configs, cast_for_store,
+                                    dot_dtype)
 
 # Tiles: BLOCK_B batch rows x BLOCK_H hidden units (x G gates), BLOCK_K-deep GEMM steps. Steps are
 # small GEMMs, so tiles are small too: enough programs to spread (B, H) = (64, 512) over the SMs
@@ -56,9 +57,6 @@ _STEP_KEY = ["batch", "hidden", "IS_LSTM"]
 # Time indices change every launch: specialising them (== 1, divisible by 16) would recompile.
 _FWD_UNSPECIALIZED = ["time", "prev_time", "steps"]
 _BWD_UNSPECIALIZED = ["time", "prev_time", "next_time", "steps"]
-
-_DOT_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
-               torch.float64: tl.float64}
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -345,10 +343,6 @@ def _rnn_bwd_finish_kernel(
 
 # --- launchers ----------------------------------------------------------------------------------
 
-def _dot_dtype(dtype):
-    # The interpreter cannot multiply bf16, so there the GEMM operands are upcast.
-    return tl.float32 if INTERPRETING and dtype == torch.bfloat16 else _DOT_DTYPES[dtype]
-
 
 def _accumulator(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -414,7 +408,7 @@ def rnn_layer_forward(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, traini
     steps, batch, width = x_proj.shape
     hidden = width // gates
     dtype, device = x_proj.dtype, x_proj.device
-    if dtype not in _DOT_DTYPES:
+    if dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"{op} (triton): dtype must be one of float16, bfloat16, float32, float64, got {dtype}")
     _check(op, "x_proj", x_proj, x_proj.shape, dtype, device)
     _check(op, "w_hh", w_hh, (width, hidden), dtype, device)
@@ -442,7 +436,7 @@ def rnn_layer_forward(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, traini
 
     flags = {"IS_LSTM": is_lstm, "HAS_B_HH": b_hh is not None, "HAS_LENGTHS": lengths is not None,
              "REVERSE": bool(reverse), "TRAINING": bool(training), "INDEX_64": _needs_int64(batch, hidden),
-             "DOT_DTYPE": _dot_dtype(dtype), "ACC_DTYPE": accumulator_dtype(dtype)}
+             "DOT_DTYPE": dot_dtype(dtype), "ACC_DTYPE": accumulator_dtype(dtype)}
     # Arguments a flag switches off are never read or written; any tensor stands in for them.
     b_hh = b_hh if b_hh is not None else w_hh
     c0 = c0 if is_lstm else h0
@@ -478,7 +472,7 @@ def rnn_layer_backward(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all
     steps, batch, hidden = h_all.shape
     width = gates * hidden
     dtype, device = h_all.dtype, h_all.device
-    if dtype not in _DOT_DTYPES:
+    if dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"{op} (triton): dtype must be one of float16, bfloat16, float32, float64, got {dtype}")
     acc = _accumulator(dtype)
     _check(op, "h_all", h_all, h_all.shape, dtype, device)
@@ -518,7 +512,7 @@ def rnn_layer_backward(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all
             grad_c0.copy_(dc_in)
         return grad_x_proj.zero_(), grad_gh.zero_(), grad_h0, grad_c0
 
-    flags = {"IS_LSTM": is_lstm, "INDEX_64": _needs_int64(batch, hidden), "DOT_DTYPE": _dot_dtype(dtype),
+    flags = {"IS_LSTM": is_lstm, "INDEX_64": _needs_int64(batch, hidden), "DOT_DTYPE": dot_dtype(dtype),
              "ACC_DTYPE": accumulator_dtype(dtype)}
     gate_grads = grad_x_proj if is_lstm else grad_gh  # what the recurrent GEMM multiplies with W_hh
     grid = _grid(batch, hidden)

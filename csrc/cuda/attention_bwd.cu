@@ -62,20 +62,15 @@ bool params_are_valid(const AttentionBwdParams& p) {
 // The tensor-core kernels move 16-byte chunks with cp.async and 16-byte stores: every tile base and
 // every stride must be a multiple of 16 bytes.
 bool aligned_for_tensor_cores(const AttentionBwdParams& p, size_t element_bytes) {
-  auto pointer_ok = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kChunkBytes == 0; };
-  auto strides_ok = [&](int64_t batch, int64_t head, int64_t row) {
-    const int64_t elements = kChunkBytes / static_cast<int64_t>(element_bytes);
-    return batch % elements == 0 && head % elements == 0 && row % elements == 0;
-  };
-  return pointer_ok(p.q) && pointer_ok(p.k) && pointer_ok(p.v) && pointer_ok(p.grad_out) && pointer_ok(p.grad_q) &&
-         pointer_ok(p.grad_k) && pointer_ok(p.grad_v) &&
-         strides_ok(p.q_batch_stride, p.q_head_stride, p.q_row_stride) &&
-         strides_ok(p.k_batch_stride, p.k_head_stride, p.k_row_stride) &&
-         strides_ok(p.v_batch_stride, p.v_head_stride, p.v_row_stride) &&
-         strides_ok(p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride) &&
-         strides_ok(p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride) &&
-         strides_ok(p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride) &&
-         strides_ok(p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride);
+  const auto bytes = static_cast<int64_t>(element_bytes);
+  return rows_16_byte_aligned(p.q, p.q_batch_stride, p.q_head_stride, p.q_row_stride, bytes) &&
+         rows_16_byte_aligned(p.k, p.k_batch_stride, p.k_head_stride, p.k_row_stride, bytes) &&
+         rows_16_byte_aligned(p.v, p.v_batch_stride, p.v_head_stride, p.v_row_stride, bytes) &&
+         rows_16_byte_aligned(p.grad_out, p.grad_out_batch_stride, p.grad_out_head_stride, p.grad_out_row_stride,
+                              bytes) &&
+         rows_16_byte_aligned(p.grad_q, p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, bytes) &&
+         rows_16_byte_aligned(p.grad_k, p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, bytes) &&
+         rows_16_byte_aligned(p.grad_v, p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, bytes);
 }
 
 // Opt-in shared memory per block of the current device (cached per device).

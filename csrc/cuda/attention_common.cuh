@@ -51,6 +51,16 @@ struct AttentionSequence {
   int len_q = 0, len_k = 0;
 };
 
+// Host side: whether every row of a (batch, head, row)-strided tensor starts on a 16-byte boundary,
+// as cp.async and the 16-byte stores of the tensor-core kernels need (an aligned base and strides
+// that are multiples of 16 bytes).
+inline bool rows_16_byte_aligned(const void* base, int64_t batch_stride, int64_t head_stride, int64_t row_stride,
+                                 int64_t element_bytes) {
+  const int64_t elements = kChunkBytes / element_bytes;
+  return reinterpret_cast<uintptr_t>(base) % kChunkBytes == 0 && batch_stride % elements == 0 &&
+         head_stride % elements == 0 && row_stride % elements == 0;
+}
+
 DLK_HOST_DEVICE AttentionSequence attention_sequence(const AttentionParams& p, int b) {
   AttentionSequence s;
   if (p.cu_seqlens_q != nullptr) {

@@ -17,21 +17,13 @@ DLK_ATTENTION_FWD_INSTANTIATE(extern, float)
 
 namespace {
 
-bool is_aligned_16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kChunkBytes == 0; }
-
 // cp.async and the 16-byte output stores need every row start of q, k, v and out on a 16-byte
-// boundary: aligned bases and strides that are multiples of 8 elements (fp16/bf16; fp32 never
-// takes the 16-byte paths).
+// boundary (fp16/bf16; fp32 never takes the 16-byte paths).
 bool rows_are_16_byte_aligned(const AttentionFwdParams& p, int element_bytes) {
-  const int64_t elems = kChunkBytes / element_bytes;
-  const auto strides_ok = [&](int64_t batch, int64_t head, int64_t row) {
-    return batch % elems == 0 && head % elems == 0 && row % elems == 0;
-  };
-  return is_aligned_16(p.q) && is_aligned_16(p.k) && is_aligned_16(p.v) && is_aligned_16(p.out) &&
-         strides_ok(p.q_batch_stride, p.q_head_stride, p.q_row_stride) &&
-         strides_ok(p.k_batch_stride, p.k_head_stride, p.k_row_stride) &&
-         strides_ok(p.v_batch_stride, p.v_head_stride, p.v_row_stride) &&
-         strides_ok(p.out_batch_stride, p.out_head_stride, p.out_row_stride);
+  return rows_16_byte_aligned(p.q, p.q_batch_stride, p.q_head_stride, p.q_row_stride, element_bytes) &&
+         rows_16_byte_aligned(p.k, p.k_batch_stride, p.k_head_stride, p.k_row_stride, element_bytes) &&
+         rows_16_byte_aligned(p.v, p.v_batch_stride, p.v_head_stride, p.v_row_stride, element_bytes) &&
+         rows_16_byte_aligned(p.out, p.out_batch_stride, p.out_head_stride, p.out_row_stride, element_bytes);
 }
 
 bool is_supported_head_dim(int d) {
