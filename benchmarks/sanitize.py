@@ -28,14 +28,18 @@ def main(families) -> int:
                 case_in_dtype = case.with_(dtype=dtype)
                 # An algorithm known to lose accuracy (Winograd) gets its module's allowance.
                 allowance = module.error_factor(case_in_dtype) / 2 if hasattr(module, "error_factor") else 1.0
+                # Variants: CUDA kernel paths that must be switched on (the Hopper attention forward).
+                variants = ["cuda", *(module.gpu_variants() if hasattr(module, "gpu_variants") else ())]
                 for direction in directions_of(module, case_in_dtype):
-                    ours = module.build(case_in_dtype, "cuda", direction, "cuda")()
-                    expected = module.build(case_in_dtype, REFERENCE, direction, "cuda")()
-                    torch.cuda.synchronize()
-                    diff = (ours.double() - expected.double()).abs().max().item()
-                    ok = diff <= TOLERANCE[dtype] * allowance
-                    failures += not ok
-                    print(f"{'ok  ' if ok else 'FAIL'} {direction} {case_in_dtype.describe()} max diff {diff:.2e}")
+                    for backend in variants:
+                        ours = module.build(case_in_dtype, backend, direction, "cuda")()
+                        expected = module.build(case_in_dtype, REFERENCE, direction, "cuda")()
+                        torch.cuda.synchronize()
+                        diff = (ours.double() - expected.double()).abs().max().item()
+                        ok = diff <= TOLERANCE[dtype] * allowance
+                        failures += not ok
+                        print(f"{'ok  ' if ok else 'FAIL'} {backend} {direction} {case_in_dtype.describe()} "
+                              f"max diff {diff:.2e}")
     print(f"{failures} failures")
     return 1 if failures else 0
 

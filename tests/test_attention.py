@@ -521,3 +521,96 @@ def test_gpu_varlen_masks_and_dropout(backend):
     torch.manual_seed(11)
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, dropout_p=0.2, backend=backend), qd, kd, vd,
                        keep=keep, dropout_p=0.2)
+
+
+# ----------------------------------------------------------------------------- GPU: the Hopper (wgmma) forward
+# csrc/cuda/attention_fwd_sm90_kernel.cuh, opt-in through DLK_ATTENTION_WGMMA=1 (read at every launch). On a
+# device or build without it the same calls run the mma.sync kernel, so these tests hold everywhere.
+WGMMA_CASES = {  # (batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim): lengths not multiples of 128, GQA
+    "d64": (2, 4, 2, 333, 517, 64),
+    "d128": (2, 8, 2, 1000, 1000, 128),
+    "d128-fewer-queries": (1, 4, 1, 77, 300, 128),
+    "d128-more-queries": (1, 2, 2, 300, 129, 128),
+    "d256": (2, 4, 2, 300, 199, 256),
+}
+
+
+def math_lse(q, k, v_unused=None, *, causal=False, bottom_right=True):
+    """fp64 log-sum-exp of each row's visible scaled scores (-inf for rows that see no key), on (B, H, N, D)."""
+    heads_q, heads_kv = q.shape[1], k.shape[1]
+    k = k.double().repeat_interleave(heads_q // heads_kv, dim=1)
+    scale = float(np.float32(1.0 / math.sqrt(q.shape[-1])))
+    scores = (q.double() @ k.transpose(-1, -2)) * scale
+    if causal:
+        n_q, n_k = q.shape[2], k.shape[2]
+        shift = n_k - n_q if bottom_right else 0
+        visible = torch.arange(n_k, device=q.device)[None, :] <= torch.arange(n_q, device=q.device)[:, None] + shift
+        scores = scores.masked_fill(~visible, -math.inf)
+    return torch.logsumexp(scores, dim=-1)
+
+
+def expect_wgmma_path():
+    """Where the Hopper kernel can run (a 9.0 device, an sm_90a build), the launcher must choose it, so
+    that these tests measure it rather than passing on the mma.sync fallback."""
+    from dlkernels import _C
+    from dlkernels._backends import build_info
+
+    archs = build_info()["cuda_archs"]
+    if torch.cuda.get_device_capability() == (9, 0) and "90a" in archs and "90" not in archs:
+        assert _C.attention_wgmma_available(), "DLK_ATTENTION_WGMMA=1 on an sm_90a build and a 9.0 device"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("case", list(WGMMA_CASES))
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gpu_wgmma_forward_matches_math(monkeypatch, dtype, case, causal):
+    monkeypatch.setenv("DLK_ATTENTION_WGMMA", "1")
+    expect_wgmma_path()
+    batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim = WGMMA_CASES[case]
+    q, k, v = (t.cuda() for t in make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype))
+    out, lse = dlkernels.attention(q, k, v, causal=causal, return_lse=True, backend="cuda")
+    reference = math_attention(q.double(), k.double(), v.double(), causal=causal)
+    assert_accurate(out, math_attention(q, k, v, causal=causal), reference)
+    expected_lse = math_lse(q, k, causal=causal)
+    assert lse.shape == expected_lse.shape and lse.dtype == torch.float32
+    torch.testing.assert_close(lse.double(), expected_lse, rtol=1e-4, atol=1e-3)  # -inf rows match exactly
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=lambda d: str(d)[6:])
+def test_gpu_wgmma_forward_varlen(monkeypatch, dtype):
+    monkeypatch.setenv("DLK_ATTENTION_WGMMA", "1")
+    expect_wgmma_path()
+    lengths_q, lengths_k = [300, 1, 1000, 77], [250, 5, 1000, 130]
+    cu_q = torch.tensor([0, *np.cumsum(lengths_q)], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, *np.cumsum(lengths_k)], dtype=torch.int32, device="cuda")
+    q = torch.randn(sum(lengths_q), 8, 128, dtype=dtype, device="cuda")
+    k, v = torch.randn(2, sum(lengths_k), 2, 128, dtype=dtype, device="cuda")
+    for causal in (False, True):
+        out, lse = dlkernels.attention(q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                                       return_lse=True, backend="cuda")
+        for b in range(len(lengths_q)):
+            sq, sk = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+            qb = q[sq].transpose(0, 1)[None]
+            kb, vb = (t[sk].transpose(0, 1)[None] for t in (k, v))
+            assert_accurate(out[sq].transpose(0, 1)[None], math_attention(qb, kb, vb, causal=causal),
+                            math_attention(qb.double(), kb.double(), vb.double(), causal=causal))
+            torch.testing.assert_close(lse[:, sq].double(), math_lse(qb, kb, causal=causal)[0], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.cuda
+def test_gpu_wgmma_requested_with_bias_or_dropout_falls_back(monkeypatch):
+    """The wgmma kernel has neither bias nor dropout: with the path requested these still run (mma.sync) right."""
+    monkeypatch.setenv("DLK_ATTENTION_WGMMA", "1")
+    dtype = torch.bfloat16
+    q, k, v = (t.cuda() for t in make_qkv(2, 4, 2, 200, 300, 128, dtype))
+    mask = torch.rand(2, 1, 200, 300, device="cuda") > 0.5
+    check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, attn_mask=mask, backend="cuda"), q, k, v,
+                       bias=torch.where(mask, 0.0, -math.inf).to(dtype))
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    keep = keep_mask(seed, 0.2, 2, 4, 200, 300).cuda()
+    torch.manual_seed(11)
+    check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, dropout_p=0.2, backend="cuda"), q, k, v,
+                       keep=keep, dropout_p=0.2)

@@ -1,6 +1,10 @@
 // The Python module dlkernels._C. Ops register themselves with TORCH_LIBRARY in their own binding
-// files; this module only reports how the library was built.
+// files; this module only reports how the library was built and which kernel paths are live.
 #include <torch/extension.h>
+
+#ifdef DLK_WITH_CUDA
+#include "../cuda/attention.cuh"
+#endif
 
 #define DLK_STRINGIFY_(x) #x
 #define DLK_STRINGIFY(x) DLK_STRINGIFY_(x)
@@ -21,5 +25,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
     info["cuda_archs"] = std::string(DLK_CUDA_ARCHS_STRING);
     return info;
+  });
+  // Which CUDA attention forward runs now (it reads DLK_ATTENTION_WGMMA and the current device).
+  m.def("attention_wgmma_available", [] {
+#ifdef DLK_WITH_CUDA
+    return dlk::attention_forward_wgmma_available();
+#else
+    return false;
+#endif
   });
 }

@@ -1,12 +1,16 @@
 // CUDA flash-attention forward: argument checks, the host-side constants (log2-domain scale,
 // dropout threshold), and the dispatch onto the kernels of attention_fwd_kernel.cuh, instantiated
 // per dtype in attention_fwd_{f16,bf16,f32}.cu. Design notes (tiles per head dim, pipeline,
-// softmax) are at the top of attention_fwd_kernel.cuh.
+// softmax) are at the top of attention_fwd_kernel.cuh. On Hopper, fp16 / bf16 inputs the wgmma
+// kernel handles may go to attention_fwd_sm90_kernel.cuh instead (opt-in for now:
+// DLK_ATTENTION_WGMMA=1; see that header).
 #include "attention.cuh"
 
 #include <cstdint>
+#include <type_traits>
 
 #include "attention_fwd_kernel.cuh"
+#include "attention_fwd_sm90_kernel.cuh"
 
 namespace dlk {
 namespace attn {
@@ -14,6 +18,8 @@ namespace attn {
 DLK_ATTENTION_FWD_INSTANTIATE(extern, __half)
 DLK_ATTENTION_FWD_INSTANTIATE(extern, __nv_bfloat16)
 DLK_ATTENTION_FWD_INSTANTIATE(extern, float)
+DLK_ATTENTION_FWD_SM90_INSTANTIATE(extern, __half)
+DLK_ATTENTION_FWD_SM90_INSTANTIATE(extern, __nv_bfloat16)
 
 namespace {
 
@@ -45,6 +51,16 @@ bool params_are_valid(const AttentionFwdParams& p) {
 
 template <typename T>
 Status dispatch_head_dim(const ForwardArgs& args, cudaStream_t stream) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (attention_forward_sm90_supported(args) && attention_forward_sm90_available()) {
+      switch (args.params.head_dim) {
+        case 64: return launch_attention_forward_sm90<T, 64>(args, stream);
+        case 128: return launch_attention_forward_sm90<T, 128>(args, stream);
+        case 256: return launch_attention_forward_sm90<T, 256>(args, stream);
+        default: break;  // not reached: supported() holds only these
+      }
+    }
+  }
   switch (args.params.head_dim) {
     case 32: return launch_attention_forward<T, 32>(args, stream);
     case 64: return launch_attention_forward<T, 64>(args, stream);

@@ -14,6 +14,8 @@ OP_MODULES. A module exposes:
         bytes an ideal kernel reads plus writes for that call.
     EXTRA_BASELINES (optional) further reference implementations build() knows, e.g. "torch_compile";
         timed beside "torch" on a GPU, each with its speedup against "torch".
+    gpu_variants() (optional) further rows of ours that exist on this GPU, e.g. "cuda_wgmma" (the CUDA backend
+        with a kernel path that must be switched on); build() knows them.
     DIRECTIONS / directions_for(case) (optional) the directions timed, default ("fwd", "bwd"); e.g.
         conv2d times "fwd", "dgrad" and "wgrad".
     flops(case, direction) (optional) floating-point operations of one call: the table then reports

@@ -61,7 +61,8 @@ def run_gpu(modules, args) -> bool:
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s")
     all_ok = True
     for module in modules:
-        backends = [REFERENCE, *getattr(module, "EXTRA_BASELINES", ()), *dlkernels.available_backends("cuda")]
+        backends = [REFERENCE, *getattr(module, "EXTRA_BASELINES", ()), *dlkernels.available_backends("cuda"),
+                    *(module.gpu_variants() if hasattr(module, "gpu_variants") else ())]
         jobs = [(case, direction, backend) for case in selected(module.CASES, args.match)
                 for direction in directions_of(module, case) for backend in backends]
         records, reference_ms, reference_out = [], None, None

@@ -11,6 +11,7 @@ convention), x3.5 for forward + backward.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,28 @@ SDPA_BASELINES = {"sdpa_flash": "FLASH_ATTENTION", "sdpa_efficient": "EFFICIENT_
                   "sdpa_cudnn": "CUDNN_ATTENTION"}
 EXTRA_BASELINES = tuple(SDPA_BASELINES)
 PRECISION_FLAGS = {"torch.backends.cuda.matmul.allow_tf32": False}
+
+# The CUDA backend's Hopper (wgmma) forward is opt-in (DLK_ATTENTION_WGMMA=1, read at every launch): "cuda" rows
+# run with it off, "cuda_wgmma" rows with it on, so one run compares the two kernels (the backward is the same).
+WGMMA_VARIANT, WGMMA_ENV = "cuda_wgmma", "DLK_ATTENTION_WGMMA"
+
+
+def gpu_variants() -> tuple[str, ...]:
+    """"cuda_wgmma" where the Hopper kernel can run (sm_90a build, compute capability 9.0)."""
+    if "cuda" not in dlkernels.available_backends("cuda"):
+        return ()
+    from dlkernels import _C
+
+    saved = os.environ.get(WGMMA_ENV)
+    os.environ[WGMMA_ENV] = "1"
+    try:
+        return (WGMMA_VARIANT,) if _C.attention_wgmma_available() else ()
+    finally:
+        if saved is None:
+            del os.environ[WGMMA_ENV]
+        else:
+            os.environ[WGMMA_ENV] = saved
+
 
 TOKENS, HIDDEN = 16384, 2048
 SEQLENS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -82,6 +105,10 @@ def build(case: Case, backend: str, direction: str, device):
             with _sdpa_context(backend):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     else:
+        if backend in ("cuda", WGMMA_VARIANT):  # the setting holds until the next build(): this row's timing
+            os.environ[WGMMA_ENV] = "1" if backend == WGMMA_VARIANT else "0"
+            backend = "cuda"
+
         def op(q, k, v):
             return dlkernels.attention(q, k, v, causal=causal, backend=backend)
     if direction == "fwd":
