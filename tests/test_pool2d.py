@@ -156,6 +156,20 @@ def test_global_average_pool_keeps_channels_last_gradient(backend):
     torch.testing.assert_close(x.grad, torch.full_like(x, 1 / 25))
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_global_max_pool_gradient_whose_strides_differ_in_size_1_dims(backend, layout):
+    # Global max pool -> flatten -> linear: the gradient arrives with strides of its own in the 1x1 dims (or
+    # stride 0 everywhere when it has one element), which is the same dense layout as the saved indices.
+    for shape, head in (((2, 3, 4, 4), torch.randn(3, 5)), ((1, 1, 2, 2), torch.ones(1, 1))):
+        x = in_layout(torch.randn(shape), layout).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        (dlkernels.max_pool2d(x, shape[-1], backend=backend).flatten(1) @ head).sum().backward()
+        (F.max_pool2d(x_ref, shape[-1]).flatten(1) @ head).sum().backward()
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=0)
+        assert x.grad.stride() == x_ref.grad.stride()
+
+
 def test_backends_are_available():
     # Guards the matrices: a backend silently missing would make its tests vanish.
     assert dlkernels.available_backends("cpu") == (["cpu"] if HAS_CUDA else ["triton", "cpu"])

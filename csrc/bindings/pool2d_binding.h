@@ -72,9 +72,11 @@ inline std::tuple<at::Tensor, Pool2dBwdParams> prepare_pool2d_backward(
   p.out_h = grad_output.size(2); p.out_w = grad_output.size(3);
   p.in_h = input_size[0]; p.in_w = input_size[1];
   if (p.mode == PoolMode::kMax) {
+    // Both dense in one memory format is all the kernels need (they index by shape and format); the
+    // strides of size-1 dims may differ (a flattened global pool's gradient), so they are not compared.
     TORCH_CHECK(indices.scalar_type() == at::kLong && indices.sizes() == grad_output.sizes() &&
-                    indices.strides() == grad_output.strides() && indices.device() == grad_output.device(),
-                "dlkernels pool2d: indices must be int64 with grad_output's shape, layout and device");
+                    indices.device() == grad_output.device(),
+                "dlkernels pool2d: indices must be int64 with grad_output's shape and device");
     TORCH_CHECK(indices.is_contiguous(format), "dlkernels pool2d: indices must be contiguous like grad_output");
     p.indices = indices.data_ptr<int64_t>();
   }
