@@ -7,6 +7,7 @@ import itertools
 from torch import nn
 
 import dlkernels.nn as dnn
+from dlkernels.ops.attention import HEAD_DIMS
 
 # torch.nn class -> (dlkernels class, extra constructor arguments). Exact types only: a user's
 # subclass may change forward().
@@ -59,14 +60,24 @@ def _fuse_relu(model: nn.Sequential) -> None:
             setattr(model, next_name, nn.Identity())
 
 
+def _has_drop_in(module: nn.Module) -> bool:
+    """False for the configurations our kernels do not run, which stay torch's modules."""
+    if getattr(module, "proj_size", 0) != 0:  # LSTM projections
+        return False
+    if isinstance(module, nn.MultiheadAttention):  # our flash kernels' head dims only
+        return module.head_dim in HEAD_DIMS
+    return True
+
+
 def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     """Return `model` with every supported torch.nn module swapped for its drop-in (in place for children).
 
     Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; a Conv2d or
     BatchNorm2d directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
-    drop-in are left as they are.
+    drop-in are left as they are, and so are configurations the kernels do not run (LSTM with proj_size,
+    MultiheadAttention whose head dim is not one of HEAD_DIMS).
     """
-    if type(model) in DROP_INS and getattr(model, "proj_size", 0) == 0:  # LSTM projections have no drop-in
+    if type(model) in DROP_INS and _has_drop_in(model):
         cls, extra = DROP_INS[type(model)]
         return _replace(model, cls, extra, backend)
     for name, child in model.named_children():

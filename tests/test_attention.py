@@ -355,6 +355,21 @@ def test_multihead_attention_with_kdim_vdim_and_unbatched_input(backend):
                                reference(query, key, value, need_weights=False)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_multihead_attention_with_a_head_dim_the_kernels_lack_runs_torch():
+    # TransformerEncoderLayer(d_model 64, nhead 4): head dim 16. convert() leaves torch's module in place, and
+    # our module constructed directly falls back to torch's implementation instead of raising.
+    layer = torch.nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=32, dropout=0.0, batch_first=True)
+    x = torch.randn(2, 5, 64)
+    expected = layer(x)
+    converted = dlkernels.convert(layer)
+    assert type(converted.self_attn) is torch.nn.MultiheadAttention
+    torch.testing.assert_close(converted(x), expected)
+    reference = torch.nn.MultiheadAttention(64, 4, batch_first=True)
+    ours = dlkernels.nn.MultiheadAttention(64, 4, batch_first=True, backend="cpu")
+    ours.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(ours(x, x, x, need_weights=False)[0], reference(x, x, x, need_weights=False)[0])
+
+
 # ----------------------------------------------------------------------------- torch.library and compile
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_opcheck(backend):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor, nn
 
-from dlkernels.ops.attention import scaled_dot_product_attention
+from dlkernels.ops.attention import HEAD_DIMS, scaled_dot_product_attention
 
 
 def _as_additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -22,8 +22,8 @@ class MultiheadAttention(nn.MultiheadAttention):
 
     The projections stay torch GEMMs. need_weights=True needs the full attention matrix, which a flash kernel
     never forms, so that call (and the rarely used add_bias_kv / add_zero_attn options) runs torch's own
-    implementation; pass need_weights=False for the fast path. A query whose keys are all masked gives 0
-    where torch gives NaN.
+    implementation; pass need_weights=False for the fast path. So does a head dim (embed_dim / num_heads) the
+    kernels do not have (dlkernels.ops.attention.HEAD_DIMS), so that every torch configuration runs. A query whose keys are all masked gives 0 where torch gives NaN.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
@@ -48,7 +48,7 @@ class MultiheadAttention(nn.MultiheadAttention):
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
-        if need_weights or self.bias_k is not None or self.add_zero_attn:
+        if need_weights or self.bias_k is not None or self.add_zero_attn or self.head_dim not in HEAD_DIMS:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                    attn_mask=attn_mask, average_attn_weights=average_attn_weights,
                                    is_causal=is_causal)
