@@ -35,6 +35,8 @@ def _constructor_args(module: nn.Module, cls: type) -> dict:
     args = {name: getattr(module, name) for name in names if hasattr(module, name)}
     if cls is dnn.Conv2d:  # nn.Conv2d(bias=True) keeps the tensor (or None) under the argument's name
         args["bias"] = module.bias is not None
+    if cls is dnn.BatchNormReLU2d:  # likewise BatchNorm2d(bias=False) (torch >= 2.13); no tensors at all without affine
+        args["bias"] = module.bias is not None or not module.affine
     if cls is dnn.MultiheadAttention:  # these two live only as tensors (or None)
         args["bias"] = module.in_proj_bias is not None
         args["add_bias_kv"] = module.bias_k is not None

@@ -6,6 +6,9 @@ statistics, running statistics and weight/bias gradients are fp32 sums, held to 
 Gradients use our own ReLU mask (output > 0): at the kink a one-ulp difference in the output may
 legitimately flip the mask, which would make a mask-for-mask comparison meaningless.
 """
+import copy
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,8 +122,14 @@ def _module_pair(**kwargs):
     return ours, ref
 
 
+# BatchNorm2d(bias=False): an affine weight without a shift, new in torch 2.13.
+TORCH_BN_HAS_BIAS_FLAG = "bias" in inspect.signature(torch.nn.BatchNorm2d.__init__).parameters
+WITHOUT_BIAS = [dict(bias=False)] if TORCH_BN_HAS_BIAS_FLAG else []
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(momentum=None), dict(affine=False),
-                                    dict(track_running_stats=False), dict(momentum=0.5, eps=1e-3)], ids=str)
+                                    dict(track_running_stats=False), dict(momentum=0.5, eps=1e-3), *WITHOUT_BIAS],
+                         ids=str)
 def test_module_matches_torch_batchnorm_over_steps(kwargs):
     ours, ref = _module_pair(**kwargs)
     assert ours.state_dict().keys() == ref.state_dict().keys()
@@ -132,6 +141,18 @@ def test_module_matches_torch_batchnorm_over_steps(kwargs):
     ours.eval(), ref.eval()
     x = torch.randn(2, 6, 3, 3)
     torch.testing.assert_close(ours(x), ref(x).relu())
+
+
+@pytest.mark.skipif(not TORCH_BN_HAS_BIAS_FLAG, reason="this torch's BatchNorm2d has no bias flag")
+def test_convert_keeps_batch_norm_without_bias():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 1), torch.nn.BatchNorm2d(6, bias=False), torch.nn.ReLU())
+    model.train()(torch.randn(4, 3, 5, 5))  # non-trivial running statistics
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    expected = model.eval()(x)
+    ours = dlkernels.convert(copy.deepcopy(model), backend="cpu")
+    assert type(ours[1]) is dlkernels.nn.BatchNormReLU2d and ours[1].bias is None
+    assert ours.state_dict().keys() == model.state_dict().keys()
+    torch.testing.assert_close(ours(x), expected)
 
 
 def test_module_loads_torch_state_dict_and_fuses_residual():

@@ -14,8 +14,12 @@ class BatchNormReLU2d(nn.BatchNorm2d):
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None, *, activation: str | None = "relu", backend: str = "auto"):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 device=None, dtype=None, *, bias: bool = True, activation: str | None = "relu",
+                 backend: str = "auto"):
+        # bias=False (affine weight, no shift) is new in torch 2.13: passed on only when asked for, so that an
+        # older torch still builds the default module (and rejects bias=False as its BatchNorm2d would).
+        without_bias = {} if bias else {"bias": False}
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **without_bias)
         self.activation = activation
         self.backend = backend
 
