@@ -285,6 +285,24 @@ def test_winograd_inference_reuses_the_transformed_weight_until_it_changes(backe
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_winograd_inference_cache_sees_data_rebinding_and_can_be_cleared(backend):
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+
+    def check():
+        with torch.no_grad():
+            out = dlkernels.conv2d(x, weight, padding=1, algo="winograd_2x2", backend=backend)
+        torch.testing.assert_close(out, F.conv2d(x, weight, padding=1), rtol=1e-12, atol=1e-12)
+
+    check()
+    weight.data = torch.randn(5, 4, 3, 3, dtype=torch.float64)  # new storage: the data pointer moves
+    check()
+    weight.data.zero_()  # no version counter sees this edit: the documented remedy
+    dlkernels.clear_conv2d_weight_cache()
+    check()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_batchless_and_strided_inputs(backend):
     x = torch.randn(3, 9, 10, dtype=torch.float64)
     weight = torch.randn(4, 3, 3, 3, dtype=torch.float64)

@@ -244,13 +244,21 @@ def _tile_for(algo: str, x: Tensor, weight: Tensor, stride, dilation, groups: in
     return accurate[0] if eligible and accurate and big_enough else DIRECT
 
 
-# Inference: the transformed Winograd weight is reused while the weight tensor is unchanged (its
-# version counter moves on every in-place update, e.g. an optimizer step).
+# Inference: the transformed Winograd weight is reused while the weight tensor is unchanged: its version
+# counter moves on every in-place update (an optimizer step, load_state_dict), its data pointer when
+# `weight.data = other` rebinds it. An in-place edit through `weight.data` moves neither (it is invisible to
+# autograd's checks too): after one, call clear_weight_cache().
 _TRANSFORMED_WEIGHTS = WeakTensorKeyDictionary()
 
 
+def clear_weight_cache() -> None:
+    """Forget every cached Winograd weight transform (needed only after in-place edits through `.data`)."""
+    _TRANSFORMED_WEIGHTS.clear()
+
+
 def _cached_transform(weight: Tensor, layout_weight: Tensor, tile: int, channels_last: bool, backend: str) -> Tensor:
-    key = (weight._version, tile, channels_last, backend, weight.dtype, weight.device)
+    key = (weight._version, weight.data_ptr(), tuple(weight.stride()), tile, channels_last, backend, weight.dtype,
+           weight.device)
     cached = _TRANSFORMED_WEIGHTS.get(weight)
     if cached is None or cached[0] != key:
         cached = (key, _winograd(backend).winograd_transform_weight(layout_weight, tile, channels_last))
@@ -337,4 +345,4 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return out if batched else out.squeeze(0)
 
 
-__all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "conv2d", "precision_of", "set_benchmark"]
+__all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "clear_weight_cache", "conv2d", "precision_of", "set_benchmark"]
