@@ -75,15 +75,18 @@ def keep_mask(seed: int, dropout_p: float, batch: int, heads: int, seqlen_q: int
     return torch.from_numpy(philox_first_word(seed, counters) >= np.uint64(threshold))
 
 
-def math_attention(q, k, v, *, causal=False, bottom_right=True, scale=None, bias=None, keep=None, dropout_p=0.0):
+def math_attention(q, k, v, *, causal=False, bottom_right=True, scale=None, bias=None, keep=None, dropout_p=0.0,
+                   kernel_dtype=None):
     """softmax(scale q k^T + bias, masked) v in q's dtype (upcast only where torch itself does), on (B, H, N, D).
-    Rows without a visible key give 0, as the kernels do."""
+    Rows without a visible key give 0, as the kernels do. The scale is rounded as the kernels round it for
+    inputs of kernel_dtype (default q's dtype)."""
     heads_q, heads_kv = q.shape[1], k.shape[1]
     if heads_q != heads_kv:
         k = k.repeat_interleave(heads_q // heads_kv, dim=1)
         v = v.repeat_interleave(heads_q // heads_kv, dim=1)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scale = float(np.float32(scale))  # the kernels take the scale as float32 (dlk/attention.h), fp64 too
+    if (kernel_dtype or q.dtype) != torch.float64:  # kernels take it as float32 (dlk/attention.h); fp64 exact
+        scale = float(np.float32(scale))
     scores = (q @ k.transpose(-1, -2)) * scale
     if bias is not None:
         scores = scores + bias
@@ -129,7 +132,7 @@ def check_against_math(run, q, k, v, grad_seed=1, **math_args):
     out = run(*leaves)
     torch_low = math_attention(*low, **math_args)
     reference = math_attention(*exact, **{**math_args, "bias": None if math_args.get("bias") is None
-                                          else math_args["bias"].double()})
+                                          else math_args["bias"].double()}, kernel_dtype=q.dtype)
     assert out.dtype == q.dtype
     assert_accurate(out, torch_low, reference)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(q.dtype)
@@ -159,6 +162,18 @@ def test_matches_math(backend, dtype, case, causal):
     q, k, v = make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype)
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, causal=causal, backend=backend), q, k, v,
                        causal=causal)
+
+
+def test_float64_uses_the_exact_scale():
+    """1/sqrt(96) and 0.3 are not floats: a float64 call (the C++ reference) must not round them; the kernels'
+    float32 scale would leave a 1e-8 relative error, far above float64's."""
+    backend = "cpu"
+    q, k, v = make_qkv(1, 2, 2, 16, 16, 96, torch.float64)
+    for scale in (None, 0.3):
+        out = dlkernels.attention(q, k, v, scale=scale, backend=backend)
+        exact = 1.0 / math.sqrt(96) if scale is None else scale
+        expected = torch.softmax(exact * q @ k.transpose(-1, -2), dim=-1) @ v
+        torch.testing.assert_close(out, expected, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

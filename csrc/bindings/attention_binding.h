@@ -141,6 +141,7 @@ inline bool fill_attention_params(AttentionParams& p, const at::Tensor& q, const
   p.lse_head_stride = varlen ? p.total_q : p.seqlen_q;
 
   p.scale = float(scale);
+  p.scale_f64 = scale;
   p.causal = causal;
   p.causal_bottom_right = causal_bottom_right;
   p.dropout_p = dropout_p;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -21,6 +22,12 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 template <typename Acc>
 constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
+
+// float64 inputs scale by the exact value; the others by the float the GPU kernels take.
+template <typename T, typename Acc>
+Acc softmax_scale(const AttentionParams& p) {
+  return std::is_same_v<T, double> ? Acc(p.scale_f64) : Acc(p.scale);
+}
 
 // One of q, k, v, out or the gradients seen through the indexing rule of dlk/attention.h:
 // element (b, h, token, d) at base + b * batch_stride + h * head_stride + token * row_stride + d.
@@ -111,7 +118,7 @@ struct Dropout {
 template <typename T, typename Acc>
 void row_scores(const AttentionParams& p, const Acc* q_row, const Acc* k_tile, int visible, int dim, int b, int h,
                 int i, int n0, Acc* scores) {
-  const Acc scale = Acc(p.scale);
+  const Acc scale = softmax_scale<T, Acc>(p);
   const T* bias_row = p.bias == nullptr ? nullptr
                                         : static_cast<const T*>(p.bias) + b * p.bias_batch_stride +
                                               h * p.bias_head_stride + int64_t(i) * p.bias_row_stride + n0;
@@ -267,7 +274,7 @@ void dkdv_tile(const AttentionBwdParams& p, const Acc* deltas, int b, int kv_hea
     }
   }
 
-  const Acc scale = Acc(p.scale);
+  const Acc scale = softmax_scale<T, Acc>(p);
   const auto grad_k = view<T>(p.grad_k, p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride);
   const auto grad_v = view<T>(p.grad_v, p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride);
   for (int c = 0; c < cols; ++c) {
@@ -325,7 +332,7 @@ void dq_tile(const AttentionBwdParams& p, const Acc* deltas, int b, int h, int m
     }
   }
 
-  const Acc scale = Acc(p.scale);
+  const Acc scale = softmax_scale<T, Acc>(p);
   const auto grad_q = view<T>(p.grad_q, p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride);
   for (int r = 0; r < rows; ++r) {
     T* grad_q_row = grad_q.row(b, h, seq.q_start + m0 + r);

@@ -70,7 +70,8 @@ struct AttentionParams {
   void* lse = nullptr;  // written by the forward, read by the backward
   int64_t lse_batch_stride = 0, lse_head_stride = 0;
 
-  float scale = 1.0f;  // softmax scale, usually 1/sqrt(D); float even for fp64 inputs (the CPU reference)
+  float scale = 1.0f;       // softmax scale, usually 1/sqrt(D), rounded to float: what fp16/bf16/fp32 use
+  double scale_f64 = 1.0;   // the same scale unrounded: what float64 inputs (the CPU reference) use
   bool causal = false;
   bool causal_bottom_right = true;
   double dropout_p = 0.0;  // in [0, 1); 0 disables dropout (double: the threshold must match Python's)
