@@ -326,6 +326,22 @@ def test_sdpa_drop_in(backend):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shapes", [((2, 4, 8, 32), (1, 4, 8, 32)), ((2, 3, 2, 5, 32), (2, 1, 2, 5, 32)),
+                                    ((2, 8, 32), (1, 8, 32))], ids=str)
+def test_sdpa_broadcasts_batch_dimensions(backend, shapes):
+    """As SDPA: key/value batch dimensions of size 1 broadcast against the query's (and gradients sum back)."""
+    q_shape, kv_shape = shapes
+    q = torch.randn(q_shape, requires_grad=True)
+    k, v = (torch.randn(kv_shape, requires_grad=True) for _ in range(2))
+    out = dlkernels.scaled_dot_product_attention(q, k, v, backend=backend)
+    expected = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    for ours, theirs in zip(grads, torch.autograd.grad(expected.sum(), (q, k, v))):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_multihead_attention_is_a_drop_in(backend, batch_first):
     torch.manual_seed(0)
@@ -465,6 +481,9 @@ BAD_CALLS = {
         *_qkv(), attn_mask=torch.ones(4, 4, dtype=torch.bool), is_causal=True), ValueError, "cannot both be set"),
     "sdpa-gqa-not-enabled": (lambda: dlkernels.scaled_dot_product_attention(*_qkv((1, 4, 4, 32), (1, 2, 4, 32))),
                              ValueError, "enable_gqa=True"),
+    "sdpa-batch-not-broadcastable": (lambda: dlkernels.scaled_dot_product_attention(*_qkv((2, 4, 4, 32),
+                                                                                          (3, 4, 4, 32))),
+                                     ValueError, "do not broadcast"),
     "mask-requires-grad": (lambda: dlkernels.attention(*_qkv(), attn_mask=torch.zeros(4, 4, requires_grad=True)),
                            NotImplementedError, "attn_mask are not supported"),
     "backend": (lambda: dlkernels.attention(*_qkv(), backend="cudnn"), ValueError, "backend must be one of"),

@@ -250,7 +250,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
                                  enable_gqa: bool = False, *, backend: str = "auto") -> Tensor:
     """torch.nn.functional.scaled_dot_product_attention with our kernels: (..., L, E) tensors, is_causal aligned
     top-left, bool masks True = attend. Rows that attend to nothing give 0 (SDPA's math backend gives 0 or NaN
-    depending on the version). Leading dimensions beyond (batch, heads) are flattened into the batch."""
+    depending on the version). Batch dimensions (those before heads) broadcast as in SDPA; leading dimensions
+    beyond (batch, heads) are flattened into the batch."""
     op = "scaled_dot_product_attention"
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor) or t.dim() < 2:
@@ -267,6 +268,15 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if heads_q != heads_kv and not enable_gqa:
         raise ValueError(f"{op}: query has {heads_q} heads and key/value {heads_kv}; pass enable_gqa=True for "
                          "grouped-query attention")
+    # Batch dimensions (all before heads, seq, head_dim) broadcast against each other, as in SDPA.
+    head_axes = 3 if query.dim() >= 4 else 2
+    batch_shapes = [t.shape[:-head_axes] for t in (query, key, value)]
+    try:
+        batch = torch.broadcast_shapes(*batch_shapes)
+    except RuntimeError:
+        raise ValueError(f"{op}: the batch dimensions of query, key and value do not broadcast: "
+                         f"{', '.join(str(tuple(b)) for b in batch_shapes)}") from None
+    query, key, value = (t.expand(*batch, *t.shape[-head_axes:]) for t in (query, key, value))
     lead = query.shape[:-2]
 
     def as_4d(t: Tensor) -> Tensor:  # (batch, heads, seq, head_dim), leading dimensions flattened into batch
