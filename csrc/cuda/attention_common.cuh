@@ -79,6 +79,25 @@ DLK_HOST_DEVICE AttentionSequence attention_sequence(const AttentionParams& p, i
   return s;
 }
 
+// What a forward CTA reads: q from query row first_row of head h, k and v from key 0 of KV head h_kv,
+// all of sequence b.
+template <typename T>
+struct ForwardInputs {
+  const T* q;
+  const T* k;
+  const T* v;
+};
+
+template <typename T>
+DLK_HOST_DEVICE ForwardInputs<T> forward_inputs(const AttentionParams& p, const AttentionSequence& seq, int b,
+                                                int h, int h_kv, int first_row) {
+  const int64_t q_offset = row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q + first_row);
+  const int64_t k_offset = row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, h_kv, seq.start_k);
+  const int64_t v_offset = row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, h_kv, seq.start_k);
+  return {static_cast<const T*>(p.q) + q_offset, static_cast<const T*>(p.k) + k_offset,
+          static_cast<const T*>(p.v) + v_offset};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Causal block ranges. attention_key_end(i) is non-decreasing in i, so the keys visible to any row
 // of [row_begin, row_end) end at key_end(row_end - 1), and every row sees at least the keys below

@@ -162,12 +162,11 @@ __global__ void __launch_bounds__(ForwardConfig<kHeadDim>::kThreads)
   const int h_kv = h / args.group_size;
   const int valid_rows = seq.len_q - row_begin;
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + (seq.start_q + row_begin) * p.q_row_stride +
-               h * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + seq.start_k * p.k_row_stride +
-               h_kv * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + seq.start_k * p.v_row_stride +
-               h_kv * p.v_head_stride;
+  // Named pointers, not a structured binding: C++17 lambdas cannot capture those.
+  const ForwardInputs<T> inputs = forward_inputs<T>(p, seq, b, h, h_kv, row_begin);
+  const T* const q = inputs.q;
+  const T* const k = inputs.k;
+  const T* const v = inputs.v;
 
   const int key_blocks = attention_key_block_end(p, row_begin, row_begin + kBlockM, seq.len_q, seq.len_k, kBlockN);
   const int unmasked_blocks = attention_unmasked_key_blocks(p, row_begin, seq.len_q, seq.len_k, kBlockN);
@@ -404,12 +403,11 @@ __global__ void __launch_bounds__(ForwardFloatConfig::kThreads)
   if (row_begin >= seq.len_q) return;
   const int h_kv = h / args.group_size;
 
-  const float* q = static_cast<const float*>(p.q) +
-                   row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q + row_begin);
-  const float* k = static_cast<const float*>(p.k) +
-                   row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, h_kv, seq.start_k);
-  const float* v = static_cast<const float*>(p.v) +
-                   row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, h_kv, seq.start_k);
+  // Named pointers, not a structured binding: C++17 lambdas cannot capture those.
+  const ForwardInputs<float> inputs = forward_inputs<float>(p, seq, b, h, h_kv, row_begin);
+  const float* const q = inputs.q;
+  const float* const k = inputs.k;
+  const float* const v = inputs.v;
 
   const int tid = threadIdx.x;
   const int local_row = tid / kGroup, c = tid % kGroup;

@@ -167,12 +167,11 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
   const int h_kv = h / args.group_size;
   const int valid_rows = seq.len_q - row_begin;
 
-  const T* q = static_cast<const T*>(p.q) +
-               row_offset(p.q_batch_stride, p.q_head_stride, p.q_row_stride, b, h, seq.start_q + row_begin);
-  const T* k = static_cast<const T*>(p.k) +
-               row_offset(p.k_batch_stride, p.k_head_stride, p.k_row_stride, b, h_kv, seq.start_k);
-  const T* v = static_cast<const T*>(p.v) +
-               row_offset(p.v_batch_stride, p.v_head_stride, p.v_row_stride, b, h_kv, seq.start_k);
+  // Named pointers, not a structured binding: C++17 lambdas cannot capture those.
+  const ForwardInputs<T> inputs = forward_inputs<T>(p, seq, b, h, h_kv, row_begin);
+  const T* const q = inputs.q;
+  const T* const k = inputs.k;
+  const T* const v = inputs.v;
 
   const int tid = threadIdx.x;
   const int warpgroup = tid / Config::kWarpgroupThreads, wg_thread = tid % Config::kWarpgroupThreads;
