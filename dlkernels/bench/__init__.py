@@ -6,10 +6,12 @@ OP_MODULES. A module exposes:
     CASES           list[Case]: the workloads timed on a GPU (one table, every dtype and layout)
     SMALL_CASES     list[Case]: the same workloads on small shapes for the CPU correctness matrix
     BYTES_COUNTED   one sentence saying how ideal_bytes counts memory traffic
-    build(case, backend, direction, device) -> callable
+    build(case, backend, direction, device, compute_dtype=None) -> callable
         a zero-argument function running one forward ("fwd") or one autograd backward ("bwd") of the
         case on `backend` ("cuda", "triton", "cpu", or "torch" for the PyTorch/cuDNN reference); it
         returns the output (fwd) or the input gradient (bwd). Inputs are made once, in build.
+        compute_dtype="float64" (the correctness matrix's reference): the case's own inputs, parameters
+        and output gradient, made in case.dtype exactly as for any backend, then cast (a module: copied).
     ideal_bytes(case, direction) -> int
         bytes an ideal kernel reads plus writes for that call.
     EXTRA_BASELINES (optional) further reference implementations build() knows, e.g. "torch_compile";
@@ -25,8 +27,9 @@ OP_MODULES. A module exposes:
     error_factor(case) (optional) the CPU correctness matrix's bar as a multiple of torch's error (default 2).
     PRECISION_FLAGS (optional) the torch precision settings build() pins, stated in the report.
     DTYPES (optional) the dtypes benchmarks/sanitize.py runs the CUDA backend in (default: all four).
-Inputs are drawn in float16 and then cast, so a case in any dtype sees the same values: the
-correctness matrix compares a low-precision run with a float64 reference of the identical input.
+Inputs are drawn in float16 and then cast, so a case's dtypes see nearly the same values (bfloat16 rounds
+them); the correctness matrix's float64 reference is build(..., compute_dtype="float64"), the run's very
+inputs and parameters cast up, so it judges the same function.
 """
 from __future__ import annotations
 

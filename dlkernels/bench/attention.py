@@ -94,12 +94,16 @@ def _sdpa_context(backend: str):
     return sdpa_kernel(getattr(SDPBackend, SDPA_BASELINES[backend]))
 
 
-def build(case: Case, backend: str, direction: str, device):
+def build(case: Case, backend: str, direction: str, device, compute_dtype: str | None = None):
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     dtype = getattr(torch, case.dtype)
     causal = case.kwargs["causal"]
-    q, k, v = (torch.randn(case.shape, dtype=torch.float16, device=device).to(dtype) for _ in range(3))
+    # q, k, v and the output gradient, drawn before anything runs; compute_dtype (the correctness matrix's
+    # "float64") casts these very tensors.
+    q, k, v, grad_out = (torch.randn(case.shape, dtype=torch.float16, device=device).to(dtype) for _ in range(4))
+    if compute_dtype is not None:
+        q, k, v, grad_out = (t.to(getattr(torch, compute_dtype)) for t in (q, k, v, grad_out))
     if backend == REFERENCE or backend in SDPA_BASELINES:
         def op(q, k, v):
             with _sdpa_context(backend):
@@ -115,7 +119,6 @@ def build(case: Case, backend: str, direction: str, device):
         return lambda: op(q, k, v)
     for t in (q, k, v):
         t.requires_grad_()
-    grad_out = torch.randn(case.shape, dtype=torch.float16, device=device).to(dtype)
     if direction == "bwd":
         out = op(q, k, v)
         return lambda: torch.autograd.grad(out, (q, k, v), grad_out, retain_graph=True)[0]

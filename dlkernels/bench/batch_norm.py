@@ -47,7 +47,7 @@ def _torch_bn_relu(x, running_mean, running_var, weight, bias, training, residua
     return torch.relu(y if residual is None else y + residual)
 
 
-def build(case: Case, backend: str, direction: str, device):
+def build(case: Case, backend: str, direction: str, device, compute_dtype: str | None = None):
     torch.manual_seed(0)
     kwargs = case.kwargs
     dtype, fmt = getattr(torch, case.dtype), MEMORY_FORMATS[case.layout]
@@ -55,13 +55,17 @@ def build(case: Case, backend: str, direction: str, device):
                     .contiguous(memory_format=fmt))
     x = draw()
     residual = draw() if kwargs.get("residual") else None
+    grad_values = draw()  # drawn before anything runs: every backend sees the same values
     channels = case.shape[1]
     stat = torch.float64 if dtype == torch.float64 else torch.float32
-    # Parameters drawn in float32 then cast, like the inputs, so float64 runs see the same values.
     weight = (torch.rand(channels, device=device) + 0.5).to(stat)
     bias = torch.randn(channels, device=device).to(stat)
     running_mean = torch.zeros(channels, device=device, dtype=stat)
     running_var = torch.ones(channels, device=device, dtype=stat)
+    if compute_dtype is not None:  # the correctness matrix's float64 reference: these very tensors, cast
+        x, residual, grad_values, weight, bias, running_mean, running_var = (
+            None if t is None else t.to(getattr(torch, compute_dtype))
+            for t in (x, residual, grad_values, weight, bias, running_mean, running_var))
     training = kwargs["training"]
     if backend == REFERENCE:
         op = _torch_bn_relu
@@ -77,7 +81,7 @@ def build(case: Case, backend: str, direction: str, device):
     x.requires_grad_()
     weight.requires_grad_()
     out = op(x, *args)
-    grad_out = torch.randn_like(out, dtype=torch.float16).to(out.dtype)
+    grad_out = torch.empty_like(out).copy_(grad_values)  # keeps out's layout
     return lambda: torch.autograd.grad(out, (x, weight), grad_out, retain_graph=True)[0]
 
 

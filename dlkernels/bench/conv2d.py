@@ -125,7 +125,7 @@ def ideal_bytes(case: Case, direction: str) -> int:
     return elem * (math.prod(case.shape) + weight + math.prod(_output_shape(case)))
 
 
-def build(case: Case, backend: str, direction: str, device):
+def build(case: Case, backend: str, direction: str, device, compute_dtype: str | None = None):
     torch.manual_seed(0)
     pin_precision()
     kw = case.kwargs
@@ -138,6 +138,10 @@ def build(case: Case, backend: str, direction: str, device):
                   fan_in**-0.5)
     fused = case.op == "conv2d+bias+relu"
     bias = torch.randn(kw["out_channels"], device=device).to(dtype) if fused else None
+    grad_values = draw(_output_shape(case))  # drawn before anything runs: every backend sees the same values
+    if compute_dtype is not None:  # the correctness matrix's float64 reference: these very tensors, cast
+        x, weight, bias, grad_values = (None if t is None else t.to(getattr(torch, compute_dtype))
+                                        for t in (x, weight, bias, grad_values))
     conv_args = dict(stride=kw["stride"], padding=kw["padding"], groups=kw["groups"])
     if backend == REFERENCE:
         def op(x, weight, bias):
@@ -152,5 +156,5 @@ def build(case: Case, backend: str, direction: str, device):
     wanted = x if direction == "dgrad" else weight
     wanted.requires_grad_()
     out = op(x, weight, bias)
-    grad_out = draw(out.shape)
+    grad_out = torch.empty_like(out).copy_(grad_values)  # keeps out's layout
     return lambda: torch.autograd.grad(out, wanted, grad_out, retain_graph=True)[0]

@@ -41,22 +41,31 @@ TORCH_OPS = {"max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d, "adaptive_a
 MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
-def build(case: Case, backend: str, direction: str, device):
+def build(case: Case, backend: str, direction: str, device, compute_dtype: str | None = None):
     torch.manual_seed(0)
-    # Drawn in float16 and cast: every dtype of a case sees identical values.
+    # Drawn in float16 and cast to the case's dtype; the gradient is drawn before anything runs, so every backend
+    # sees the same values. compute_dtype (the correctness matrix's "float64") casts those very tensors.
+    dtype = getattr(torch, case.dtype)
     x = (torch.randn(case.shape, dtype=torch.float16, device=device)
-         .to(getattr(torch, case.dtype)).contiguous(memory_format=MEMORY_FORMATS[case.layout]))
+         .to(dtype).contiguous(memory_format=MEMORY_FORMATS[case.layout]))
+    grad_values = torch.randn(_output_shape(case), dtype=torch.float16, device=device).to(dtype)
+    if compute_dtype is not None:
+        x, grad_values = x.to(getattr(torch, compute_dtype)), grad_values.to(getattr(torch, compute_dtype))
     op = TORCH_OPS[case.op] if backend == REFERENCE else functools.partial(getattr(dlkernels, case.op), backend=backend)
     if direction == "fwd":
         return lambda: op(x, **case.kwargs)
     x.requires_grad_()
     out = op(x, **case.kwargs)
-    grad_out = torch.randn_like(out, dtype=torch.float16).to(out.dtype)  # keeps out's layout
+    grad_out = torch.empty_like(out).copy_(grad_values)  # keeps out's layout
     return lambda: torch.autograd.grad(out, x, grad_out, retain_graph=True)[0]
 
 
+def _output_shape(case: Case) -> torch.Size:
+    return TORCH_OPS[case.op](torch.empty(case.shape, device="meta"), **case.kwargs).shape
+
+
 def ideal_bytes(case: Case, direction: str) -> int:
-    out_shape = TORCH_OPS[case.op](torch.empty(case.shape, device="meta"), **case.kwargs).shape
+    out_shape = _output_shape(case)
     elem = torch.empty(0, dtype=getattr(torch, case.dtype)).element_size()
     moved = (math.prod(case.shape) + math.prod(out_shape)) * elem
     return moved + (8 * math.prod(out_shape) if case.op == "max_pool2d" else 0)

@@ -14,6 +14,8 @@ x3 for forward + backward.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import dlkernels
@@ -128,15 +130,30 @@ def _eager_cells(module: torch.nn.Module, cell: str, x: torch.Tensor) -> torch.T
     return layer_input
 
 
-def build(case: Case, backend: str, direction: str, device):
+def _output_shape(case: Case) -> tuple[int, ...]:
+    seq, batch, _ = case.shape
+    kw = case.kwargs
+    if case.op.endswith("_cell"):
+        return batch, kw["hidden"]
+    return seq, batch, (2 if kw["bidirectional"] else 1) * kw["hidden"]
+
+
+def build(case: Case, backend: str, direction: str, device, compute_dtype: str | None = None):
     torch.manual_seed(0)
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     cell = case.op.removesuffix("_cell")
+    dtype = getattr(torch, case.dtype)
     module = _torch_module(case, device)
     seq, batch, input_size = case.shape
     shape = (batch, input_size) if case.op.endswith("_cell") else (seq, batch, input_size)
-    x = torch.randn(shape, dtype=torch.float16, device=device).to(getattr(torch, case.dtype))
+    x = torch.randn(shape, dtype=torch.float16, device=device).to(dtype)
+    grad_out = torch.randn(_output_shape(case), dtype=torch.float16, device=device).to(dtype)
+    if compute_dtype is not None:
+        # The correctness matrix's float64 reference: this very module and these inputs, copied and cast. A module
+        # made in float64 would be another network: torch's initialisation draws other values in each dtype.
+        module = copy.deepcopy(module).to(getattr(torch, compute_dtype))
+        x, grad_out = x.to(getattr(torch, compute_dtype)), grad_out.to(getattr(torch, compute_dtype))
     if backend == REFERENCE:
         def run(x):
             out = module(x)
@@ -156,5 +173,4 @@ def build(case: Case, backend: str, direction: str, device):
                 return run(x)
         return forward
     x.requires_grad_()
-    grad_out = torch.randn_like(run(x).detach())
     return lambda: torch.autograd.grad(run(x), x, grad_out)[0]
