@@ -7,6 +7,8 @@ its interpreter) and the GPU tables already committed. `readme` rewrites README.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -14,19 +16,27 @@ from pathlib import Path
 import torch
 
 HAS_GPU = torch.cuda.is_available()
-# Triton's jit reads this when triton_kernels is imported (lazily, at the first Triton call), so
+# Triton's jit reads this when dlkernels.triton_kernels is imported (lazily, at the first Triton call), so
 # setting it here, before any benchmark runs, lets the matrix cover the Triton kernels on CPU.
 INTERPRET_SET_HERE = not HAS_GPU and "TRITON_INTERPRET" not in os.environ
 if INTERPRET_SET_HERE:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import dlkernels  # noqa: E402
-from dlkernels.bench import (DEFAULT_RESULTS_DIR, OP_MODULES, REFERENCE, directions_of, selected,  # noqa: E402
-                             load, readme, results, timing)
+from dlkernels.bench import (DEFAULT_RESULTS_DIR, OP_MODULES, REFERENCE, Case, directions_of,  # noqa: E402
+                             selected, load, readme, results, timing)
 
 # Correctness: our error against float64 may be at most twice PyTorch's own error in the same dtype
 # (FlashAttention's rule) plus a floor of about one unit in the last place, for exact results.
 ERROR_FLOOR = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 1e-6, "float64": 1e-12}
+# The rule needs a sound reference: if torch's own error against float64, relative to the reference's largest
+# magnitude, exceeds this bound, the row fails ("reference disagrees") instead of 2x that error passing anything.
+# A reference that computes another function (other weights or inputs) is off by O(1). Honest errors in the small
+# cases, at most: float16 1.1e-3 and bfloat16 6.5e-3 (~2 units of roundoff u: torch's CPU kernels accumulate
+# half types in float32 and round the result), float32 5.7e-7 (~10 u). The half-type bounds are 20 u (fp16
+# u = 2^-11, bf16 u = 2^-8), ~10x above those; float32's 1e-4 leaves room for float32 accumulation over long
+# reductions; float64 runs the reference's own computation, so any error beyond 1e-12 is a disagreement.
+REFERENCE_BOUND = {"float16": 1e-2, "bfloat16": 8e-2, "float32": 1e-4, "float64": 1e-12}
 # On the GPU the check is only a guard against timing a broken kernel; tests/ holds the real checks.
 GPU_DIFF_ALARM = {"float16": 1e-2, "bfloat16": 5e-2, "float32": 1e-4, "float64": 1e-10}
 
@@ -116,34 +126,90 @@ def run_gpu(modules, args) -> bool:
     return all_ok
 
 
+@dataclasses.dataclass
+class Cell:
+    """One backend's result in a row of the correctness matrix."""
+    backend: str
+    error: float | None = None     # max |ours - reference|
+    relative: float | None = None  # that, divided by max |reference|
+    failure: str | None = None     # the exception, when the backend raised
+    ok: bool = False
+
+
+@dataclasses.dataclass
+class Row:
+    """One case and direction of the correctness matrix: torch's own error in the case's dtype, the bar it sets,
+    and each backend's error, all against torch in float64 on the same inputs and parameters."""
+    direction: str
+    case: Case
+    torch_error: float
+    torch_relative: float
+    tolerance: float
+    scale: float        # max |reference|, what rel divides by
+    reference_ok: bool  # torch's own relative error is within REFERENCE_BOUND: the float64 reference is sound
+    cells: list[Cell]
+
+    @property
+    def ok(self) -> bool:
+        return self.reference_ok and all(cell.ok for cell in self.cells)
+
+    def render(self) -> str:
+        head = f"  {self.direction} {self.case.describe():74s} torch {self.torch_error:.1e} " \
+               f"(rel {self.torch_relative:.1e})"
+        if not self.reference_ok:
+            head += f" FAIL: reference disagrees (rel > {REFERENCE_BOUND[self.case.dtype]:g}), nothing judged"
+        else:
+            head += f" tol {self.tolerance:.1e}"
+        cells = [f"{cell.backend} FAIL ({cell.failure})" if cell.failure is not None else
+                 f"{cell.backend} {cell.error:.1e} (rel {cell.relative:.1e})"
+                 f"{(' pass' if cell.ok else ' FAIL') if self.reference_ok else ''}" for cell in self.cells]
+        return " | ".join([head, *cells])
+
+
+def errors(actual, exact, scale: float) -> tuple[float, float]:
+    """max |actual - exact| and that relative to scale = max |exact| (norm-wise: elementwise ratios explode near
+    zero)."""
+    absolute = max_abs_diff(actual, exact)
+    return absolute, absolute / scale if scale > 0 else (0.0 if absolute == 0 else math.inf)
+
+
+def check_row(module, case: Case, direction: str, backends) -> Row:
+    """One row of the matrix. The float64 reference is build(..., compute_dtype="float64"): torch on this very
+    case's inputs and parameters (drawn in case.dtype, then cast), so it computes the same function as the run it
+    judges; a reference that still disagrees with torch in case.dtype beyond REFERENCE_BOUND fails the row
+    instead of widening the tolerance."""
+    exact = module.build(case, REFERENCE, direction, "cpu", compute_dtype="float64")()
+    scale = exact.double().abs().max().item() if exact.numel() else 0.0
+    factor = module.error_factor(case) if hasattr(module, "error_factor") else 2.0
+    torch_error, torch_relative = errors(module.build(case, REFERENCE, direction, "cpu")(), exact, scale)
+    reference_ok = torch_relative <= REFERENCE_BOUND[case.dtype]
+    tolerance = factor * torch_error + ERROR_FLOOR[case.dtype]
+    cells = []
+    for backend in backends:
+        try:
+            error, relative = errors(module.build(case, backend, direction, "cpu")(), exact, scale)
+        except Exception as failure:
+            cells.append(Cell(backend, failure=f"{type(failure).__name__}: {failure}"))
+            continue
+        cells.append(Cell(backend, error, relative, ok=reference_ok and error <= tolerance))
+    return Row(direction, case, torch_error, torch_relative, tolerance, scale, reference_ok, cells)
+
+
 def correctness_matrix(modules, match: str | None = None) -> bool:
     backends = dlkernels.available_backends("cpu")
-    print(f"correctness on CPU, backends: {', '.join(backends)}. Reference: torch in float64 on the same input; "
-          "pass if max |ours - reference| <= 2 x torch's own error in that dtype (a module may allow more for "
-          "an algorithm that is known to lose accuracy, e.g. Winograd) + a floor "
-          f"({', '.join(f'{d} {v:g}' for d, v in ERROR_FLOOR.items())})")
+    print(f"correctness on CPU, backends: {', '.join(backends)}. Reference: torch in float64 on the same inputs "
+          "and parameters (the run's own, cast); pass if max |ours - reference| <= 2 x torch's own error in that "
+          "dtype (a module may allow more for an algorithm that is known to lose accuracy, e.g. Winograd) + a "
+          f"floor ({', '.join(f'{d} {v:g}' for d, v in ERROR_FLOOR.items())}). rel = error / max |reference|; "
+          "a row whose torch rel exceeds "
+          f"{', '.join(f'{d} {v:g}' for d, v in REFERENCE_BOUND.items())} fails: the reference disagrees")
     all_ok = True
     for module in modules:
         jobs = [(case, direction) for case in selected(module.SMALL_CASES, match)
                 for direction in directions_of(module, case)]
-        lines = []
-        for case, direction in progress(jobs, module.FAMILY):
-            exact = module.build(case.with_(dtype="float64"), REFERENCE, direction, "cpu")()
-            factor = module.error_factor(case) if hasattr(module, "error_factor") else 2.0
-            tolerance = factor * max_abs_diff(module.build(case, REFERENCE, direction, "cpu")(), exact) \
-                + ERROR_FLOOR[case.dtype]
-            cells = []
-            for backend in backends:
-                try:
-                    error = max_abs_diff(module.build(case, backend, direction, "cpu")(), exact)
-                    ok = error <= tolerance
-                    cells.append(f"{backend} {error:.1e} {'pass' if ok else 'FAIL'}")
-                except Exception as failure:
-                    ok = False
-                    cells.append(f"{backend} FAIL ({type(failure).__name__}: {failure})")
-                all_ok &= ok
-            lines.append(f"  {direction} {case.describe():74s} tol {tolerance:.1e} | " + " | ".join(cells))
-        print("\n".join(lines))
+        rows = [check_row(module, case, direction, backends) for case, direction in progress(jobs, module.FAMILY)]
+        print("\n".join(row.render() for row in rows))
+        all_ok &= all(row.ok for row in rows)
     print("all pass" if all_ok else "SOME CASES FAIL")
     return all_ok
 
