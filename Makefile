@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Pins that match the GPU machine and work with Triton's CPU interpreter (numpy>=2.4 breaks it).
 CPU_TORCH := torch==2.13.0
-DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark ninja pybind11 tqdm matplotlib
+DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark ninja pybind11 tqdm matplotlib scikit-learn
 
 .PHONY: test bench build venv clean
 

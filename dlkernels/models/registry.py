@@ -88,12 +88,12 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
           lambda **k: M.AlexNet(**k), _image(3, 64, 224), **_cnn),
     *[_spec(f"{name}", "cnn", "VGG-11/16-BN" if name.endswith("bn") else "VGG-11/16",
             (lambda f: lambda **k: f(num_classes=10, width_mult=1 / 16, hidden=32, **k))(fn),
-            (lambda f: lambda **k: f(**k))(fn), _image(3, 32, 224), slow_interpreter=name.startswith("vgg16"), **_cnn)
+            (lambda f: lambda **k: f(**k))(fn), _image(3, 64, 224), slow_interpreter=name.startswith("vgg16"), **_cnn)
       for name, fn in [("vgg11", M.vgg11), ("vgg11_bn", M.vgg11_bn), ("vgg16", M.vgg16), ("vgg16_bn", M.vgg16_bn)]],
     _spec("GoogLeNet", "cnn", "GoogLeNet", lambda **k: M.googlenet(num_classes=10, width_mult=1 / 8, **k),
           lambda **k: M.googlenet(**k), _image(3, 64, 224), slow_interpreter=True, **_cnn),
     *[_spec(name, "cnn", "ResNet-18/34/50", (lambda f: lambda **k: f(num_classes=10, width_mult=1 / 8, **k))(fn),
-            (lambda f: lambda **k: f(**k))(fn), _image(3, 32, 224), slow_interpreter=name != "resnet18", **_cnn)
+            (lambda f: lambda **k: f(**k))(fn), _image(3, 64, 224), slow_interpreter=name != "resnet18", **_cnn)
       for name, fn in [("resnet18", M.resnet18), ("resnet34", M.resnet34), ("resnet50", M.resnet50)]],
     _spec("RowLSTM", "rnn", "RowLSTM / RowGRU", lambda **k: M.RowLSTM(hidden_size=32, **k),
           lambda **k: M.RowLSTM(**k), _image(1, 28, 28)),
