@@ -39,7 +39,7 @@ from pathlib import Path
 
 OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm",
               "conv2d": "dlkernels.bench.conv2d", "attention": "dlkernels.bench.attention",
-              "rnn": "dlkernels.bench.rnn"}
+              "rnn": "dlkernels.bench.rnn", "models": "dlkernels.bench.models"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]
