@@ -144,6 +144,46 @@ def test_convert_twin_matches_model(name):
     _close_fp64(_outputs(_run(converted, inputs)), _outputs(_run(ours, inputs)), f"convert({name})")
 
 
+# The op families each dlkernels model must run (seen as our custom ops' nodes in the autograd graph).
+_CONV, _MAX, _AVG, _ADAPT, _BN, _ATTN, _RNN = "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", \
+    "batch_norm", "attention", ("rnn", "lstm", "gru")
+EXPECTED_OPS = {
+    "MnistCNN": [_CONV, _MAX], "CifarBNCNN": [_CONV, _BN, _MAX], "LeNet5": [_CONV, _AVG], "LeNet5-relu-28": [_CONV, _AVG],
+    "AlexNet": [_CONV, _MAX, _ADAPT], **{n: [_CONV, _MAX, _ADAPT] for n in ("vgg11", "vgg16")},
+    **{n: [_CONV, _BN, _MAX, _ADAPT] for n in ("vgg11_bn", "vgg16_bn", "GoogLeNet", "resnet18", "resnet34", "resnet50")},
+    "RowLSTM": [_RNN], "RowGRU": [_RNN], "CharLSTM": [_RNN], "MLPGenerator": [], "MLPDiscriminator": [],
+    "DCGAN64-G": [_BN], "DCGAN32-G": [_BN], "DCGAN64-D": [_CONV, _BN], "DCGAN32-D": [_CONV, _BN],
+    "WGANGPCritic": [_CONV], "TransformerLM": [_ATTN], "GPT": [_ATTN], "BERT": [_ATTN], "ViT": [_CONV, _ATTN],
+    "ConvDenoiser": [_CONV], "UNet": [_CONV, _ATTN]}
+
+
+def _graph_ops(result) -> set[str]:
+    """Names of the autograd nodes behind every output."""
+    seen, names, stack = set(), set(), [t.grad_fn for t in outputs(result)]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__.lower())
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_runs_our_ops(name):
+    """The dlkernels model really runs our kernels (no silent torch fallback, e.g. an attention head dim the flash
+    kernels lack) and the twin runs none."""
+    spec = SPECS[name]
+    twin, ours = _pair(spec, "cpu", torch.float32)
+    ours_ops = {n for n in _graph_ops(_run(ours, spec.inputs())) if "dlk" in n}
+    assert not {n for n in _graph_ops(_run(twin, spec.inputs())) if "dlk" in n}
+    for family in EXPECTED_OPS[name]:
+        keys = family if isinstance(family, tuple) else (family,)
+        assert any(f"dlk_{key}" in n for n in ours_ops for key in keys), f"{name}: no {family} op in {ours_ops}"
+    assert bool(ours_ops) == bool(EXPECTED_OPS[name])
+
+
 # torchvision's parameter counts and a sample of its state_dict keys (torchvision cannot be installed beside our
 # torch here, so these are written from torchvision's architecture definitions; the counts are the documented ones).
 TORCHVISION = {
@@ -190,6 +230,26 @@ def test_model_table_covers_every_model():
     rows = {spec.table_row for spec in SPECS.values()}
     assert rows == set(M.MODEL_TABLE)
     assert "| ResNet-18/34/50 |" in M.model_table_markdown()
+
+
+def test_model_table_prints():
+    result = subprocess.run([sys.executable, "-m", "dlkernels.models"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "| GoogLeNet |" in result.stdout, result.stderr
+
+
+def test_bench_module_builds_cases():
+    """dlkernels.bench.models: a correctness-matrix row (ours vs torch, relative error) and the full cases' list."""
+    from dlkernels.bench import models as bench
+    case = next(c for c in bench.SMALL_CASES if c.op == "LeNet5" and c.layout == "channels_last")
+    for direction in ("fwd", "train"):
+        exact = bench.build(case, "torch", direction, "cpu", compute_dtype="float64")()
+        ours = bench.build(case, "cpu", direction, "cpu")()
+        assert (ours.double() - exact).abs().max() < 1e-5
+    names = {c.op for c in bench.CASES}
+    assert names == set(SPECS)
+    assert {c.kwargs["batch"] for c in bench.CASES if c.op == "resnet50"} == {1, 64}
+    assert bench.directions_for(next(c for c in bench.CASES if c.kwargs["batch"] == 1)) == ("fwd",)
 
 
 def test_impl_is_checked():
