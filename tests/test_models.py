@@ -5,13 +5,15 @@ buffer and parameter after an optimizer step must agree to 1e-9 relative to the 
 ops in float64 differ only in summation order, ~1e-15; deep BatchNorm stacks on batches of two amplify that by a
 few orders), plus 1e-13 absolute for gradients that are zero in exact arithmetic (a conv bias that feeds a
 BatchNorm). Optimizer: SGD with momentum and weight decay, linear in the gradients (Adam's first step,
-lr * g / (|g| + eps), would turn that 1e-17 noise of a zero gradient into a +-lr difference). On backend "triton" (Triton's CPU interpreter) the models run in float32, since the RNN and attention
-kernels have no float64 Triton path, under the 2x rule of the op tests: our error against the float64 twin may be
-at most twice the float32 twin's own error plus a floor of 1e-5 of the tensor's largest magnitude.
+lr * g / (|g| + eps), would turn that 1e-17 noise of a zero gradient into a +-lr difference).
+On backend "triton" (Triton's CPU interpreter) the models run in float32, since the RNN and attention kernels have
+no float64 Triton path, under the 2x rule of the op tests: our error against the float64 twin may be at most twice
+the float32 twin's own error plus a floor of 1e-5 of the tensor's largest magnitude.
 
 The Triton interpreter costs seconds per kernel launch on a 2-core CPU, so the Triton matrix runs the models whose
-small configuration finishes in seconds (TRITON_MODELS), marks five CNNs that take 30-90 s there slow, and runs the
-largest CNNs (VGG-16 (+BN), GoogLeNet, ResNet-34/50, DCGAN 64) on the C++ reference only, their layers being the same ops the Triton matrix and the op tests cover.
+small configuration finishes in seconds (TRITON_MODELS, ~75 s together), marks five CNNs that take 30-100 s there
+slow, and runs the largest CNNs (VGG-16 (+BN), GoogLeNet, ResNet-34/50, DCGAN 64) on the C++ reference only, their
+layers being the same ops the Triton matrix and the op tests cover.
 """
 from __future__ import annotations
 

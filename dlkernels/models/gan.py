@@ -121,8 +121,9 @@ class WGANGPCritic(DCGANDiscriminator):
     gradient_penalty(real, fake, double_backward=...) needs the gradient of the critic's input gradient, i.e. a
     double backward through conv2d. double_backward="ours" differentiates through our ops; backpropagating that
     penalty fails when an op's backward has no autograd formula (dlk::conv2d_backward today), and
-    wgan_gp_penalty_backward(loss) turns that failure into DoubleBackwardUnsupported naming the op. "torch" (the default) computes the penalty term with torch's conv2d over the same parameters, so
-    the penalty's gradient reaches the same weights while the critic's main forward/backward run our kernels.
+    wgan_gp_penalty_backward(loss) turns that failure into DoubleBackwardUnsupported naming the op. "torch" (the
+    default) computes the penalty term with torch's conv2d over the same parameters, so the penalty's gradient
+    reaches the same weights while the critic's main forward/backward run our kernels.
     """
 
     def __init__(self, image_size: int = 64, ndf: int = 64, nc: int = 3, *, impl: str = "dlkernels",
