@@ -57,7 +57,10 @@ setup(
     name="dlkernels",
     version="0.1.0",
     description="Hand-written CUDA C++ and Triton kernels for PyTorch, measured against cuDNN",
-    packages=find_packages(include=["dlkernels", "dlkernels.*", "triton_kernels", "triton_kernels.*"]),
+    # triton_kernels/ installs as dlkernels.triton_kernels: a top-level "triton_kernels" would shadow
+    # (or be shadowed by) the package of that name that Triton itself ships.
+    packages=[*find_packages(include=["dlkernels", "dlkernels.*"]), "dlkernels.triton_kernels"],
+    package_dir={"dlkernels.triton_kernels": "triton_kernels"},
     python_requires=">=3.10",
     install_requires=["torch", "numpy"],
     extras_require={"triton": ["triton"], "bench": ["tqdm", "matplotlib"], "test": ["pytest", "pytest-benchmark"]},

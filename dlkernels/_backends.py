@@ -110,7 +110,7 @@ def implementation(family: str, backend: str):
     launchers (triton_kernels/<family>.py) share names and argument lists, so callers need not care.
     """
     if backend == "triton":
-        return importlib.import_module(f"triton_kernels.{family}")
+        return importlib.import_module(f"dlkernels.triton_kernels.{family}")
     import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
 
     return torch.ops.dlk_C

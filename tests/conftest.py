@@ -1,6 +1,6 @@
 """Test set-up: on a machine without a GPU the Triton kernels run in Triton's CPU interpreter.
 
-TRITON_INTERPRET must be set before triton_kernels is imported (triton.jit reads it when a kernel
+TRITON_INTERPRET must be set before dlkernels.triton_kernels is imported (triton.jit reads it when a kernel
 is decorated), so it is set here, at collection time.
 """
 import os

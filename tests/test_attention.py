@@ -289,7 +289,7 @@ def test_varlen_dropout_counter(backend):
 def test_triton_tensor_descriptor_loads_match_pointer_loads(monkeypatch, causal):
     """The Triton forward reads Q/K/V through TMA tensor descriptors on Hopper (triton_kernels/attention.py
     _use_tma); forced on in the interpreter it must give bitwise the pointer path's results."""
-    triton_attention = pytest.importorskip("triton_kernels.attention")
+    triton_attention = pytest.importorskip("dlkernels.triton_kernels.attention")
     q, k, v = make_qkv(2, 4, 2, 45, 71, 64, torch.float16)
     bias = torch.randn(45, 71).to(torch.float16)
     monkeypatch.setattr(triton_attention, "FORCE_TMA", False)

@@ -63,7 +63,7 @@ def _tune(self, *args, **kwargs):
 
 
 def _pool2d():
-    from triton_kernels.pool2d import pool2d_backward, pool2d_forward
+    from dlkernels.triton_kernels.pool2d import pool2d_backward, pool2d_forward
 
     def both(x, mode, channels_last):
         size = [(s + 2 * 1 - 3) // 2 + 1 for s in x.shape[2:]]  # 3x3 window, stride 2, padding 1
@@ -82,7 +82,7 @@ def _pool2d():
 
 
 def _batch_norm():
-    from triton_kernels import batch_norm as bn
+    from dlkernels.triton_kernels import batch_norm as bn
 
     def calls(x, channels_last, a=True, b=True, c=True, d=True):
         # Every kernel gets every combination of its flags when a, b, c, d do.
@@ -112,7 +112,7 @@ def _batch_norm():
 
 
 def _conv2d():
-    from triton_kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
+    from dlkernels.triton_kernels.conv2d import conv2d_backward_input, conv2d_backward_weight, conv2d_forward
 
     def calls(x, out_channels, kernel, stride, groups, channels_last, bias=True, residual=True, relu=True,
               tf32=False):
@@ -155,7 +155,7 @@ def _conv2d():
 
 
 def _conv2d_winograd():
-    from triton_kernels.conv2d_winograd import conv2d_winograd, winograd_transform_weight
+    from dlkernels.triton_kernels.conv2d_winograd import conv2d_winograd, winograd_transform_weight
 
     def calls(x, out_channels, tile, channels_last, bias=True, residual=True, relu=True, tf32=False):
         # The weight transform and the forward of one 3x3 convolution with padding 1.
@@ -191,8 +191,8 @@ def _conv2d_winograd():
 
 
 def _attention():
-    from triton_kernels import attention
-    from triton_kernels.attention import attention_backward, attention_forward
+    from dlkernels.triton_kernels import attention
+    from dlkernels.triton_kernels.attention import attention_backward, attention_forward
 
     def calls(dtype, head_dim=64, heads=(4, 2), causal=False, bottom_right=True, bias=False, dropout_p=0.0,
               varlen=False, tf32=False):
@@ -240,7 +240,7 @@ def _attention():
 
 
 def _rnn():
-    from triton_kernels.rnn import rnn_layer_backward, rnn_layer_forward
+    from dlkernels.triton_kernels.rnn import rnn_layer_backward, rnn_layer_forward
 
     def calls(cell, dtype, batch, hidden, bias=True, lengths=True, reverse=True, training=True, grads=True):
         # Forward, then backward when training, of a two-step layer; every flag on by default.

@@ -36,7 +36,7 @@ import os
 import torch
 import triton
 import triton.language as tl
-from triton_kernels._common import INTERPRETING, autotune_configs, cast_for_store, dot_dtype, input_precision
+from ._common import INTERPRETING, autotune_configs, cast_for_store, dot_dtype, input_precision
 
 # Tiles. The first config of each list is the only one the interpreter runs (it cannot benchmark):
 # small and with BLOCK_M != BLOCK_N, so CPU tests cover several blocks, ragged edges and a causal

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
+from ._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
                                     check_4d, memory_format, target_programs)
 
 # Tile sizes in elements (BLOCK = ROWS * INNER). Every kernel here is memory bound: the tile only

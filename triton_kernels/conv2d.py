@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
+from ._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
                                     check_4d, dot_dtype, input_precision, memory_format, target_programs)
 
 # GEMM tiles. Hopper wgmma wants BLOCK_M a multiple of 64 per warpgroup and deep K tiles; the

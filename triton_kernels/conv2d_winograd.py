@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (accumulator_dtype, autotune_configs, cast_for_store, check_4d, dot_dtype,
+from ._common import (accumulator_dtype, autotune_configs, cast_for_store, check_4d, dot_dtype,
                                     input_precision, memory_format)
 
 # Input transform: memory bound. A block element holds alpha^2 + alpha fp32 values at the peak

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (accumulator_dtype, autotune_configs, cast_for_store, channel_block, check_4d,
+from ._common import (accumulator_dtype, autotune_configs, cast_for_store, channel_block, check_4d,
                                     memory_format)
 
 MODE_MAX, MODE_AVG, MODE_ADAPTIVE_AVG = 0, 1, 2

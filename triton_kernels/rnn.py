@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton_kernels._common import (SUPPORTED_DTYPES, accumulator_dtype, autotune_configs, cast_for_store,
+from ._common import (SUPPORTED_DTYPES, accumulator_dtype, autotune_configs, cast_for_store,
                                     dot_dtype)
 
 # Tiles: BLOCK_B batch rows x BLOCK_H hidden units (x G gates), BLOCK_K-deep GEMM steps. Steps are
