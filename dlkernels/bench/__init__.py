@@ -27,6 +27,8 @@ OP_MODULES. A module exposes:
     error_factor(case) (optional) the CPU correctness matrix's bar as a multiple of torch's error (default 2).
     PRECISION_FLAGS (optional) the torch precision settings build() pins, stated in the report.
     DTYPES (optional) the dtypes benchmarks/sanitize.py runs the CUDA backend in (default: all four).
+STANDALONE_MODULES holds benchmarks that are not op families, such as overhead.py (host time per call of every
+public op against the torch op); they expose run(args) -> bool instead.
 Inputs are drawn in float16 and then cast, so a case's dtypes see nearly the same values (bfloat16 rounds
 them); the correctness matrix's float64 reference is build(..., compute_dtype="float64"), the run's very
 inputs and parameters cast up, so it judges the same function.
@@ -40,6 +42,9 @@ from pathlib import Path
 OP_MODULES = {"pool2d": "dlkernels.bench.pool2d", "batch_norm": "dlkernels.bench.batch_norm",
               "conv2d": "dlkernels.bench.conv2d", "attention": "dlkernels.bench.attention",
               "rnn": "dlkernels.bench.rnn", "models": "dlkernels.bench.models"}
+# Benchmarks that are not op families (no CASES, no correctness matrix): each module has run(args) -> bool and
+# runs, on CPU as on GPU, only when named in --ops.
+STANDALONE_MODULES = {"overhead": "dlkernels.bench.overhead"}
 DIRECTIONS = ("fwd", "bwd")
 REFERENCE = "torch"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +73,10 @@ class Case:
 
 
 def load(op_family: str):
-    if op_family not in OP_MODULES:
-        raise SystemExit(f"unknown op family {op_family!r}; known: {', '.join(OP_MODULES)}")
-    return importlib.import_module(OP_MODULES[op_family])
+    modules = {**OP_MODULES, **STANDALONE_MODULES}
+    if op_family not in modules:
+        raise SystemExit(f"unknown op family {op_family!r}; known: {', '.join(modules)}")
+    return importlib.import_module(modules[op_family])
 
 
 def directions_of(module, case: Case) -> tuple[str, ...]:

@@ -3,6 +3,8 @@
 With a GPU: times every op x backend against the PyTorch/cuDNN reference and writes
 <out>/<device>/<family>.{json,md,png}. Without one: the correctness matrix on CPU (Triton through
 its interpreter) and the GPU tables already committed. `readme` rewrites README.md's speed tables.
+`--ops overhead` times the host overhead per call of every public op against the torch op, on CPU
+and (where there is one) GPU, instead of the matrix: <out>/<device>/overhead.{json,md}.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ if INTERPRET_SET_HERE:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import dlkernels  # noqa: E402
-from dlkernels.bench import (DEFAULT_RESULTS_DIR, OP_MODULES, REFERENCE, Case, directions_of,  # noqa: E402
-                             selected, load, readme, results, timing)
+from dlkernels.bench import (DEFAULT_RESULTS_DIR, OP_MODULES, REFERENCE, STANDALONE_MODULES, Case,  # noqa: E402
+                             directions_of, selected, load, readme, results, timing)
 
 # Correctness: our error against float64 may be at most twice PyTorch's own error in the same dtype
 # (FlashAttention's rule) plus a floor of about one unit in the last place, for exact results.
@@ -227,7 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("command", nargs="?", choices=["run", "readme"], default="run",
                         help="run: benchmark (GPU) or correctness matrix (CPU); readme: rewrite README tables")
     parser.add_argument("--ops", default=",".join(OP_MODULES),
-                        help=f"comma-separated op families ({', '.join(OP_MODULES)})")
+                        help=f"comma-separated op families ({', '.join(OP_MODULES)}), or "
+                             f"{', '.join(STANDALONE_MODULES)} (host time per call, not in the default)")
     parser.add_argument("--quick", action="store_true", help="20 trials and 3 warm-up calls instead of 100 and 10")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS_DIR, help="results folder (%(default)s)")
     parser.add_argument("--no-plot", dest="plot_off", action="store_true", help="skip the PNG plots")
@@ -239,9 +242,13 @@ def main(argv=None) -> int:
         changed = readme.update(results_dir=args.out)
         print("README.md speed tables " + ("updated" if changed else "already up to date"))
         return 0
-    modules = [load(name.strip()) for name in args.ops.split(",") if name.strip()]
+    names = [name.strip() for name in args.ops.split(",") if name.strip()]
+    modules = [load(name) for name in names if name not in STANDALONE_MODULES]
+    standalone_ok = all([load(name).run(args) for name in names if name in STANDALONE_MODULES])
+    if not modules:
+        return 0 if standalone_ok else 1
     if HAS_GPU:
-        return 0 if run_gpu(modules, args) else 1
+        return 0 if run_gpu(modules, args) and standalone_ok else 1
     print("No CUDA GPU present: running the correctness matrix on CPU instead of timing.")
     if INTERPRET_SET_HERE:
         print("Set TRITON_INTERPRET=1 so the Triton kernels run in Triton's CPU interpreter.")
@@ -249,7 +256,7 @@ def main(argv=None) -> int:
         print(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']} was given: the Triton backend is skipped.")
     ok = correctness_matrix(modules, args.match)
     print_committed_tables(args.out)
-    return 0 if ok else 1
+    return 0 if ok and standalone_ok else 1
 
 
 if __name__ == "__main__":
