@@ -20,29 +20,16 @@
 // The streamed block shrinks as head_dim grows because dK + dV (D floats per thread) or dQ (D / 2)
 // plus S and dP (streamed / 4 floats) must stay under 255 registers; head dim 256 computes dV and
 // dK in two passes of the dkdv kernel (2 x 128 accumulators cannot fit one), recomputing S.
-#include <mutex>
-
 #include "attention.cuh"
 #include "attention_bwd_kernel.cuh"
 
 namespace dlk {
 namespace attention_bwd {
 
-extern template Status run_attention_backward<__half>(const AttentionBwdParams&, float*, bool, cudaStream_t);
-extern template Status run_attention_backward<__nv_bfloat16>(const AttentionBwdParams&, float*, bool,
-                                                             cudaStream_t);
-extern template Status run_attention_backward<float>(const AttentionBwdParams&, float*, bool, cudaStream_t);
-extern template size_t attention_backward_smem_bytes<__half>(int, bool);
-extern template size_t attention_backward_smem_bytes<__nv_bfloat16>(int, bool);
-extern template size_t attention_backward_smem_bytes<float>(int, bool);
-
 namespace {
 
 bool head_dim_supported(int head_dim) {
-  for (const int d : kAttentionHeadDims) {
-    if (d == head_dim) return true;
-  }
-  return false;
+  return dispatch_int(AttentionHeadDimList{}, head_dim, false, [](auto) { return true; });
 }
 
 // Grid y / z carry heads and sequences (at most 65535 each).
@@ -73,29 +60,10 @@ bool aligned_for_tensor_cores(const AttentionBwdParams& p, size_t element_bytes)
          rows_16_byte_aligned(p.grad_v, p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, bytes);
 }
 
-// Opt-in shared memory per block of the current device (cached per device).
-size_t max_shared_memory_per_block() {
-  static std::mutex mutex;
-  static int cached_device = -1;
-  static size_t cached_bytes = 0;
-  int device = 0, bytes = 0;
-  if (cudaGetDevice(&device) == cudaSuccess) {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (device == cached_device) return cached_bytes;
-    if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess) {
-      cached_device = device;
-      cached_bytes = static_cast<size_t>(bytes);
-      return cached_bytes;
-    }
-  }
-  cudaGetLastError();  // the failed query must not surface as a launch error
-  return 48 * 1024;
-}
-
 template <typename T>
 Status run_for_dtype(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
   bool tensor_cores = sizeof(T) == 2 && aligned_for_tensor_cores(p, sizeof(T));
-  const size_t limit = max_shared_memory_per_block();
+  const size_t limit = size_t(current_device_facts().max_smem_optin);
   if (tensor_cores && attention_backward_smem_bytes<T>(p.head_dim, true) > limit) tensor_cores = false;
   if (attention_backward_smem_bytes<T>(p.head_dim, tensor_cores) > limit) return Status::kInvalidArgument;
   return run_attention_backward<T>(p, row_terms, tensor_cores, stream);

@@ -57,7 +57,7 @@ struct AttentionSequence {
 inline bool rows_16_byte_aligned(const void* base, int64_t batch_stride, int64_t head_stride, int64_t row_stride,
                                  int64_t element_bytes) {
   const int64_t elements = kChunkBytes / element_bytes;
-  return reinterpret_cast<uintptr_t>(base) % kChunkBytes == 0 && batch_stride % elements == 0 &&
+  return is_aligned(base, kChunkBytes) && batch_stride % elements == 0 &&
          head_stride % elements == 0 && row_stride % elements == 0;
 }
 

@@ -15,12 +15,6 @@
 namespace dlk {
 namespace attn {
 
-DLK_ATTENTION_FWD_INSTANTIATE(extern, __half)
-DLK_ATTENTION_FWD_INSTANTIATE(extern, __nv_bfloat16)
-DLK_ATTENTION_FWD_INSTANTIATE(extern, float)
-DLK_ATTENTION_FWD_SM90_INSTANTIATE(extern, __half)
-DLK_ATTENTION_FWD_SM90_INSTANTIATE(extern, __nv_bfloat16)
-
 namespace {
 
 // cp.async and the 16-byte output stores need every row start of q, k, v and out on a 16-byte
@@ -33,9 +27,7 @@ bool rows_are_16_byte_aligned(const AttentionFwdParams& p, int element_bytes) {
 }
 
 bool is_supported_head_dim(int d) {
-  for (const int supported : kAttentionHeadDims)
-    if (d == supported) return true;
-  return false;
+  return dispatch_int(AttentionHeadDimList{}, d, false, [](auto) { return true; });
 }
 
 // Python validates the inputs; this only refuses what would make the kernels misbehave.
@@ -53,22 +45,12 @@ template <typename T>
 Status dispatch_head_dim(const ForwardArgs& args, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
     if (attention_forward_sm90_supported(args) && attention_forward_sm90_available()) {
-      switch (args.params.head_dim) {
-        case 64: return launch_attention_forward_sm90<T, 64>(args, stream);
-        case 128: return launch_attention_forward_sm90<T, 128>(args, stream);
-        case 256: return launch_attention_forward_sm90<T, 256>(args, stream);
-        default: break;  // not reached: supported() holds only these
-      }
+      return dispatch_int(AttentionSm90HeadDimList{}, args.params.head_dim, Status::kInvalidArgument,
+                          [&](auto head_dim) { return launch_attention_forward_sm90<T, decltype(head_dim)::value>(args, stream); });
     }
   }
-  switch (args.params.head_dim) {
-    case 32: return launch_attention_forward<T, 32>(args, stream);
-    case 64: return launch_attention_forward<T, 64>(args, stream);
-    case 96: return launch_attention_forward<T, 96>(args, stream);
-    case 128: return launch_attention_forward<T, 128>(args, stream);
-    case 256: return launch_attention_forward<T, 256>(args, stream);
-    default: return Status::kInvalidArgument;
-  }
+  return dispatch_int(AttentionHeadDimList{}, args.params.head_dim, Status::kInvalidArgument,
+                      [&](auto head_dim) { return launch_attention_forward<T, decltype(head_dim)::value>(args, stream); });
 }
 
 }  // namespace

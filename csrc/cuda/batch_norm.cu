@@ -20,8 +20,6 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
-#include <map>
-#include <mutex>
 #include <type_traits>
 #include <utility>
 
@@ -790,15 +788,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool is_aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
-
-bool all_aligned(std::initializer_list<const void*> tensors, size_t bytes) {
-  for (const void* t : tensors) {
-    if (t != nullptr && !is_aligned(t, bytes)) return false;
-  }
-  return true;
-}
-
 bool geometry_is_valid(const BatchNormParams& p) { return p.batch >= 0 && p.channels >= 0 && p.spatial >= 0; }
 
 bool known_dtype(DType dtype) {
@@ -809,30 +798,15 @@ bool known_dtype(DType dtype) {
 // How many blocks of `kernel` (kBlockThreads threads) are resident on the current device at once.
 // The grids below are one such wave looping over their work: a fixed guess of blocks per SM would
 // leave a partial second wave whenever register use allows fewer (ptxas gives these kernels 40 to
-// 126 registers). Cached per kernel and device: the query costs microseconds of host time per
-// launch, and small BatchNorm shapes are launch-bound. Without a usable device (host harness) it
-// assumes `fallback_per_sm` on a 132-SM H100; a launch on a broken device reports the error itself.
+// 126 registers). Both queries are cached (launch.cuh): small BatchNorm shapes are launch-bound.
+// Without an answer from the device it assumes `fallback_per_sm`; the launch reports the error.
 struct Residency {
-  int64_t sm_count = 132, blocks_per_sm = 1;
+  int64_t sm_count = 1, blocks_per_sm = 1;
 };
 
 Residency residency(const void* kernel, int fallback_per_sm) {
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, Residency> cache;
-  int device = 0;
-  if (cudaGetDevice(&device) == cudaSuccess) {
-    const std::lock_guard<std::mutex> lock(mutex);
-    const auto hit = cache.find({kernel, device});
-    if (hit != cache.end()) return hit->second;
-    int sm_count = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, 0) == cudaSuccess &&
-        sm_count > 0 && per_sm > 0) {
-      return cache[{kernel, device}] = Residency{sm_count, per_sm};
-    }
-  }
-  cudaGetLastError();  // the failed query must not surface as a launch error
-  return Residency{132, fallback_per_sm};
+  const int per_sm = resident_blocks_per_sm(kernel, kBlockThreads, 0);
+  return Residency{sm_count(), per_sm > 0 ? per_sm : fallback_per_sm};
 }
 
 // Elementwise kernels: a full wave.
@@ -1117,8 +1091,6 @@ Status check_backward_apply_args(const BatchNormBwdApplyParams& p, DType dtype) 
   }
   return Status::kOk;
 }
-
-Status check_launch() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed; }
 
 }  // namespace
 

@@ -6,8 +6,11 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "dlk/common.h"
+#include "launch.cuh"
 
 namespace dlk {
 
@@ -95,6 +98,16 @@ Status dispatch_dtype(DType dtype, Fn&& fn) {
     case DType::kFloat64: return fn(TypeTag<double>{});
   }
   return Status::kUnsupportedDType;
+}
+
+// fn(std::integral_constant<int, v>) for the v of `list` equal to value; `otherwise` (whose type is
+// the result's) when none is. The lists are generated (generate_kernels.py), so a switch over them
+// can never disagree with the instantiations.
+template <typename R, int... kValues, typename Fn>
+R dispatch_int(std::integer_sequence<int, kValues...> /*list*/, int value, R otherwise, Fn&& fn) {
+  R result = otherwise;
+  (void)((value == kValues && (result = fn(std::integral_constant<int, kValues>{}), true)) || ...);
+  return result;
 }
 
 // 32-bit index arithmetic (with Divider<uint32_t>) when the launcher has checked it cannot overflow.

@@ -27,8 +27,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
-#include <map>
-#include <mutex>
 
 namespace dlk {
 namespace conv {
@@ -49,29 +47,9 @@ constexpr int kDepthwiseBlocksPerSM = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool is_aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
-
 bool known_dtype(DType dtype) {
   return dtype == DType::kFloat16 || dtype == DType::kBFloat16 || dtype == DType::kFloat32 ||
          dtype == DType::kFloat64;
-}
-
-// SM count of the current device, cached per device; an H100's 132 without a usable device (host
-// harness). A launch on a broken device reports the error itself.
-int64_t sm_count() {
-  static std::mutex mutex;
-  static std::map<int, int64_t> cache;
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) == cudaSuccess) {
-    const std::lock_guard<std::mutex> lock(mutex);
-    const auto hit = cache.find(device);
-    if (hit != cache.end()) return hit->second;
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess && count > 0) {
-      return cache[device] = count;
-    }
-  }
-  cudaGetLastError();  // the failed query must not surface as a launch error
-  return 132;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,7 +482,7 @@ template <typename T, bool kCL, int kVec, bool kBackward>
 Status launch_depthwise(DepthwiseConfig<T, kCL, kVec, kBackward>, const DepthwiseArgs& a, unsigned blocks,
                         cudaStream_t stream) {
   depthwise_kernel<T, kCL, kVec, kBackward><<<blocks, kBlockThreads, 0, stream>>>(a);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed;
+  return check_launch();
 }
 
 // Vector width along channels: 16 bytes in channels_last when C and every pointer allow it.
@@ -634,7 +612,7 @@ template <typename T, bool kCL, int kVec>
 Status launch_depthwise_wgrad(DepthwiseWgradConfig<T, kCL, kVec>, const DepthwiseWgradArgs& a, dim3 grid,
                               cudaStream_t stream) {
   depthwise_wgrad_kernel<T, kCL, kVec><<<grid, kBlockThreads, 0, stream>>>(a);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed;
+  return check_launch();
 }
 
 struct DepthwiseWgradPlan {
@@ -704,10 +682,10 @@ Status depthwise_wgrad(const Conv2dWgradParams& p, void* workspace, size_t works
 template <typename T>
 Status launch_reduce_partials(const void* partials, int64_t slots, int64_t numel, void* grad_weight,
                               cudaStream_t stream) {
-  const int64_t blocks = std::min(ceil_div(numel, kBlockThreads), sm_count() * kDepthwiseBlocksPerSM);
+  const int64_t blocks = std::min<int64_t>(ceil_div(numel, kBlockThreads), sm_count() * kDepthwiseBlocksPerSM);
   reduce_partials_kernel<T><<<static_cast<unsigned>(blocks), kBlockThreads, 0, stream>>>(
       static_cast<const AccumulateType<T>*>(partials), slots, numel, static_cast<T*>(grad_weight));
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed;
+  return check_launch();
 }
 
 }  // namespace

@@ -565,23 +565,10 @@ __global__ void __launch_bounds__(kThreads, (GemmShape<Tile, T, kTensorCores, kN
 // ---------------------------------------------------------------------------------------------
 // Host side.
 
-Status check_launch() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed; }
-
-bool is_aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-int multiprocessor_count() {
-  int device = 0, sm_count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sm_count <= 0) {
-    return 132;  // the launch itself will report a broken device
-  }
-  return sm_count;
-}
-
 unsigned elementwise_grid(int64_t work_items) {
   const int64_t blocks = (work_items + kThreads - 1) / kThreads;
   return static_cast<unsigned>(
-      std::min<int64_t>(blocks, int64_t(multiprocessor_count()) * kElementwiseBlocksPerSM * kElementwiseWaves));
+      std::min<int64_t>(blocks, int64_t(sm_count()) * kElementwiseBlocksPerSM * kElementwiseWaves));
 }
 
 template <typename Fn>
@@ -676,6 +663,7 @@ Status launch_gemm(GemmArgs a, cudaStream_t stream) {
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes) != cudaSuccess ||
       cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
           cudaSuccess) {
+    clear_query_error();
     return Status::kLaunchFailed;
   }
   kernel<<<static_cast<unsigned>(blocks), kThreads, Shape::kSmemBytes, stream>>>(a);
@@ -692,7 +680,7 @@ Status launch_tensor_core_gemm(const GemmArgs& a, cudaStream_t stream) {
     using Wide = GemmShape<Tile, T, true, false>;
     const int64_t wide_blocks = (a.tiles + Wide::kBlockTiles - 1) / Wide::kBlockTiles *
                                 ((a.out_channels + Wide::kBlockK - 1) / Wide::kBlockK);
-    if (wide_blocks < multiprocessor_count()) return launch_gemm<T, Tile, true, true>(a, stream);
+    if (wide_blocks < sm_count()) return launch_gemm<T, Tile, true, true>(a, stream);
   }
   return launch_gemm<T, Tile, true, false>(a, stream);
 }

@@ -282,8 +282,6 @@ bool geometry_is_valid(const Pool2dParams& p) {
   return false;
 }
 
-bool is_aligned(const void* ptr, size_t bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
-
 // Channels per thread for channels_last: the widest power of two up to 16 bytes that divides C and
 // keeps every access aligned (each pixel then starts on a vector boundary). Saved indices move in
 // pairs, so they need 16-byte alignment whenever a thread handles more than one channel.
@@ -299,13 +297,8 @@ int channels_per_thread(int64_t channels, std::initializer_list<const void*> ten
 }
 
 unsigned grid_size(uint64_t work_items) {
-  int device = 0, sm_count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sm_count <= 0) {
-    sm_count = 132;  // the launch itself will report a broken device
-  }
   const uint64_t blocks = (work_items + kBlockThreads - 1) / kBlockThreads;
-  return static_cast<unsigned>(std::min<uint64_t>(blocks, uint64_t(sm_count) * kBlocksPerSM * kWavesPerLaunch));
+  return static_cast<unsigned>(std::min<uint64_t>(blocks, uint64_t(sm_count()) * kBlocksPerSM * kWavesPerLaunch));
 }
 
 template <typename Fn>
@@ -365,8 +358,6 @@ FlatIndexSplitter<IndexT> make_splitter(int64_t channels, int vec, int64_t h, in
   return {Divider<IndexT>(static_cast<IndexT>(channels / vec)), Divider<IndexT>(static_cast<IndexT>(w)),
           Divider<IndexT>(static_cast<IndexT>(h))};
 }
-
-Status check_launch() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed; }
 
 }  // namespace
 

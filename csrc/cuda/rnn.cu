@@ -5,8 +5,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <type_traits>
 
 #include "common.cuh"
@@ -22,7 +20,6 @@ using rnn::StepArgs;
 using rnn::StepTile;
 
 constexpr size_t kWorkspaceAlign = 256;
-constexpr size_t kDefaultSmemBytes = 48 * 1024;  // above this a kernel must opt in
 constexpr int64_t kMaxGridY = 65535;
 
 size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
@@ -40,7 +37,7 @@ size_t accumulate_bytes(DType dtype) { return dtype == DType::kFloat64 ? 8 : 4; 
 
 bool known_dtype(DType dtype) { return element_bytes(dtype) != 0; }
 
-bool aligned4(const void* p) { return reinterpret_cast<uintptr_t>(p) % 4 == 0; }
+bool aligned4(const void* p) { return is_aligned(p, 4); }
 
 // Batch rows per CTA: one n-tile of 8 for small batches (inference, B <= 8), else 4 (2 for fp64,
 // whose SIMT partials and staging would not fit in 48 KB of shared memory).
@@ -64,36 +61,6 @@ Status dispatch_cell_and_tiles(RnnCell cell, int n_tiles, Fn&& fn) {
 // ---------------------------------------------------------------------------------------------
 // Path choice.
 
-struct DeviceFacts {
-  int sm_count = 0;
-  bool cooperative = false;
-  int max_smem_optin = 0;
-};
-
-// Cached per device: the queries cost host time on every call and RNN steps are launch-bound.
-DeviceFacts device_facts() {
-  static std::mutex mutex;
-  static std::map<int, DeviceFacts> cache;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return {};
-  }
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto hit = cache.find(device);
-  if (hit != cache.end()) return hit->second;
-  DeviceFacts facts;
-  int cooperative = 0;
-  if (cudaDeviceGetAttribute(&facts.sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&facts.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
-    cudaGetLastError();
-    return {};
-  }
-  facts.cooperative = cooperative != 0;
-  return cache[device] = facts;
-}
-
 enum class PathRequest { kAuto, kStep, kPersistent };
 
 // DLK_RNN_CUDA_PATH=step|persistent (see rnn.cuh); anything else means automatic.
@@ -105,16 +72,6 @@ PathRequest path_request() {
   return PathRequest::kAuto;
 }
 
-template <typename Kernel>
-bool set_dynamic_smem(Kernel* kernel, size_t smem_bytes) {
-  if (smem_bytes <= kDefaultSmemBytes) return true;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)) == cudaSuccess) {
-    return true;
-  }
-  cudaGetLastError();
-  return false;
-}
-
 // The persistent heuristic: take it whenever it can run, i.e. the device supports cooperative
 // launches and all CTAs, each holding its weight slice in shared memory, are resident at once.
 // Weights then stay on-chip across steps and a grid barrier (~1-2 us) replaces a kernel launch
@@ -123,18 +80,13 @@ bool set_dynamic_smem(Kernel* kernel, size_t smem_bytes) {
 template <typename Kernel>
 bool persistent_fits(Kernel* kernel, dim3 grid, size_t smem_bytes, int64_t launches_guarded) {
   if (path_request() == PathRequest::kStep) return false;
-  const DeviceFacts facts = device_facts();
-  if (!facts.cooperative || facts.sm_count == 0 || smem_bytes > size_t(facts.max_smem_optin)) return false;
+  const DeviceFacts facts = current_device_facts();
+  if (!facts.cooperative_launch || smem_bytes > size_t(facts.max_smem_optin)) return false;
   const int64_t ctas = int64_t(grid.x) * grid.y;
   // The barrier counter reaches (launches_guarded - 1) * ctas.
   if (launches_guarded * ctas >= int64_t(UINT32_MAX)) return false;
-  if (!set_dynamic_smem(kernel, smem_bytes)) return false;
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem_bytes) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return int64_t(per_sm) * facts.sm_count >= ctas;
+  if (!allow_dynamic_smem(kernel, smem_bytes)) return false;
+  return int64_t(resident_blocks_per_sm(kernel, kThreads, smem_bytes)) * facts.sm_count >= ctas;
 }
 
 // One cooperative launch; false (error cleared) when the runtime refuses it, e.g. too large after
@@ -146,11 +98,9 @@ bool launch_cooperative(Kernel* kernel, dim3 grid, size_t smem_bytes, cudaStream
                                   smem_bytes, stream) == cudaSuccess) {
     return true;
   }
-  cudaGetLastError();
+  clear_query_error();
   return false;
 }
-
-Status check_launch() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kLaunchFailed; }
 
 // dst = src (same dtype, `bytes` long), or zeros when src is null: the T = 0 cases, where the final
 // state is the initial one and the initial state's gradient the final one's.
@@ -251,7 +201,7 @@ Status launch_forward(const RnnFwdParams& p, void* workspace, cudaStream_t strea
   }
 
   auto* step = rnn::rnn_forward_kernel<T, kCell, kNTiles, false>;
-  if (!set_dynamic_smem(step, Tile::kStepSmemBytes)) return Status::kLaunchFailed;
+  if (!allow_dynamic_smem(step, Tile::kStepSmemBytes)) return Status::kLaunchFailed;
   args.num_steps = 1;
   for (int64_t s = 0; s < p.steps; ++s) {
     args.first_step = s;
@@ -299,7 +249,7 @@ Status launch_backward(const RnnBwdParams& p, const BackwardLayout& layout, void
   }
 
   auto* step = rnn::rnn_backward_kernel<T, kCell, kNTiles, false>;
-  if (!set_dynamic_smem(step, Tile::kStepSmemBytes)) return Status::kLaunchFailed;
+  if (!allow_dynamic_smem(step, Tile::kStepSmemBytes)) return Status::kLaunchFailed;
   args.num_steps = 1;
   for (int64_t s = 0; s < launches; ++s) {
     args.first_step = s;

@@ -7,6 +7,7 @@
 
 namespace dlk {
 
+// What a pooling window computes: its maximum, its average, or adaptive average pooling.
 enum class PoolMode : int { kMax = 0, kAvg = 1, kAdaptiveAvg = 2 };
 
 // Geometry of one pooling call. Input and output tensors are contiguous in the same layout:

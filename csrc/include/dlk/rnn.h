@@ -34,6 +34,7 @@
 
 namespace dlk {
 
+// Recurrent cell of an RnnParams: LSTM (4 gates) or GRU (3 gates).
 enum class RnnCell : int { kLSTM = 0, kGRU = 1 };
 
 struct RnnParams {
