@@ -267,10 +267,10 @@ class Check:
                                "--out", str(self.results_dir)]))
         return [
             Stage("setup", [
-                Step("device", "setup.log", 5, ["nvidia-smi"]),
+                Step("device", "setup.log", 12, ["nvidia-smi"]),
                 Step("install artifact", "setup.log", 10, action=self.install_artifact,
-                     about=f"check {self.artifact / MANIFEST}, unpack the libraries into {LIB_DIR.relative_to(ROOT)}/ "
-                           f"and the Triton cache into {self.cache_dir.relative_to(ROOT)}/"),
+                     about=f"check {self.artifact / MANIFEST}, unpack the libraries into {LIB_DIR}/ "
+                           f"and the Triton cache into {self.cache_dir}/"),
                 Step("python and libraries", "setup.log", 15, [py, "benchmarks/gpu_check.py", "--load-check"]),
             ]),
             Stage("tests", [Step("GPU tests", "tests.log", 180, tests)]),
@@ -484,6 +484,8 @@ def dry_run(check: Check, collect: bool) -> dict:
     if len(OUT_FILES) > MAX_OUT_FILES:
         problems.append(f"{len(OUT_FILES)} output files declared, over {MAX_OUT_FILES}")
     for step in check.steps:
+        if step.command and step.budget_s <= GRACE_S:
+            problems.append(f"step {step.name!r} has {step.budget_s} s, no more than the {GRACE_S} s grace period")
         if step.log not in OUT_FILES:
             problems.append(f"step {step.name!r} logs to {step.log}, which is not a declared output file")
     plan = {
