@@ -951,19 +951,31 @@ Status dispatch_vector_width(int vec, Fn&& fn) {
   return fn(std::integral_constant<int, 1>{});
 }
 
+// fn(vec_c, index_tag). 64-bit indices serve only NCHW tensors too large for 32-bit ones (2^31
+// elements or more), and only with scalar accesses: that path exists for correctness, and giving it
+// every vector width too would add a third of the file's kernels. channels_last kernels index with
+// int64_t throughout and get the (unused) 32-bit tag.
+template <typename T, typename Fn>
+Status dispatch_width_and_index(int vec, bool channels_last, bool fits_32bit, Fn&& fn) {
+  if (channels_last || fits_32bit) {
+    return dispatch_vector_width<T>(vec, [&](auto vec_c) { return fn(vec_c, TypeTag<uint32_t>{}); });
+  }
+  return fn(std::integral_constant<int, 1>{}, TypeTag<uint64_t>{});
+}
+
 // fn(type_tag, vec_c, index_tag, plan)
 template <typename Fn>
 Status dispatch_stats(const BatchNormStatsParams& p, DType dtype, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
-    return dispatch_vector_width<T>(reduce_vector_width<T>(p, {p.input}), [&](auto vec_c) {
+    const int vec = reduce_vector_width<T>(p, {p.input});
+    const bool fits_32bit = reduce_fits_32bit(p, vec);
+    return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
+      using IndexT = typename decltype(index_tag)::type;
       constexpr int kVec = decltype(vec_c)::value;
-      return dispatch_index_type(reduce_fits_32bit(p, kVec), [&](auto index_tag) {
-        using IndexT = typename decltype(index_tag)::type;
-        const void* kernel = p.channels_last ? kernel_address(stats_channels_last_kernel<T, kVec>)
-                                             : kernel_address(stats_nchw_kernel<T, kVec, IndexT>);
-        return fn(type_tag, vec_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
-      });
+      const void* kernel = p.channels_last ? kernel_address(stats_channels_last_kernel<T, kVec>)
+                                           : kernel_address(stats_nchw_kernel<T, kVec, IndexT>);
+      return fn(type_tag, vec_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
     });
   });
 }
@@ -974,17 +986,15 @@ Status dispatch_backward_reduce(const BatchNormBwdReduceParams& p, DType dtype, 
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
     const int vec = reduce_vector_width<T>(p, {p.grad_output, p.relu ? p.output : nullptr, p.input});
-    return dispatch_vector_width<T>(vec, [&](auto vec_c) {
-      constexpr int kVec = decltype(vec_c)::value;
+    const bool fits_32bit = reduce_fits_32bit(p, vec);
+    return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
       return dispatch_bool(p.relu, [&](auto relu_c) {
+        using IndexT = typename decltype(index_tag)::type;
+        constexpr int kVec = decltype(vec_c)::value;
         constexpr bool kRelu = decltype(relu_c)::value;
-        return dispatch_index_type(reduce_fits_32bit(p, kVec), [&](auto index_tag) {
-          using IndexT = typename decltype(index_tag)::type;
-          const void* kernel = p.channels_last
-                                   ? kernel_address(backward_reduce_channels_last_kernel<T, kVec, kRelu>)
-                                   : kernel_address(backward_reduce_nchw_kernel<T, kVec, kRelu, IndexT>);
-          return fn(type_tag, vec_c, relu_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
-        });
+        const void* kernel = p.channels_last ? kernel_address(backward_reduce_channels_last_kernel<T, kVec, kRelu>)
+                                             : kernel_address(backward_reduce_nchw_kernel<T, kVec, kRelu, IndexT>);
+        return fn(type_tag, vec_c, relu_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
       });
     });
   });
@@ -996,20 +1006,18 @@ Status dispatch_apply(const BatchNormApplyParams& p, DType dtype, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
     const int vec = elementwise_vector_width<T>(p, {p.input, p.residual, p.output});
-    return dispatch_vector_width<T>(vec, [&](auto vec_c) {
+    const bool fits_32bit = elementwise_fits_32bit(p);
+    return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
       return dispatch_bool(p.residual != nullptr, [&](auto residual_c) {
         return dispatch_bool(p.relu, [&](auto relu_c) {
-          return dispatch_index_type(elementwise_fits_32bit(p), [&](auto index_tag) {
-            using IndexT = typename decltype(index_tag)::type;
-            constexpr int kVec = decltype(vec_c)::value;
-            constexpr bool kResidual = decltype(residual_c)::value, kRelu = decltype(relu_c)::value;
-            const void* kernel = p.channels_last
-                                     ? kernel_address(apply_channels_last_kernel<T, kVec, kResidual, kRelu>)
-                                     : kernel_address(apply_nchw_kernel<T, kVec, kResidual, kRelu, IndexT>);
-            const ElementwisePlan plan =
-                plan_elementwise(p, kVec, elementwise_blocks(kernel));
-            return fn(type_tag, vec_c, residual_c, relu_c, index_tag, plan);
-          });
+          using IndexT = typename decltype(index_tag)::type;
+          constexpr int kVec = decltype(vec_c)::value;
+          constexpr bool kResidual = decltype(residual_c)::value, kRelu = decltype(relu_c)::value;
+          const void* kernel = p.channels_last
+                                   ? kernel_address(apply_channels_last_kernel<T, kVec, kResidual, kRelu>)
+                                   : kernel_address(apply_nchw_kernel<T, kVec, kResidual, kRelu, IndexT>);
+          const ElementwisePlan plan = plan_elementwise(p, kVec, elementwise_blocks(kernel));
+          return fn(type_tag, vec_c, residual_c, relu_c, index_tag, plan);
         });
       });
     });
@@ -1023,23 +1031,21 @@ Status dispatch_backward_apply(const BatchNormBwdApplyParams& p, DType dtype, Fn
     using T = typename decltype(type_tag)::type;
     const int vec = elementwise_vector_width<T>(
         p, {p.grad_output, p.relu ? p.output : nullptr, p.training ? p.input : nullptr, p.grad_input, p.grad_residual});
-    return dispatch_vector_width<T>(vec, [&](auto vec_c) {
+    const bool fits_32bit = elementwise_fits_32bit(p);
+    return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
       return dispatch_bool(p.training, [&](auto training_c) {
         return dispatch_bool(p.relu, [&](auto relu_c) {
           return dispatch_bool(p.grad_residual != nullptr, [&](auto grad_residual_c) {
-            return dispatch_index_type(elementwise_fits_32bit(p), [&](auto index_tag) {
-              using IndexT = typename decltype(index_tag)::type;
-              constexpr int kVec = decltype(vec_c)::value;
-              constexpr bool kTraining = decltype(training_c)::value, kRelu = decltype(relu_c)::value;
-              constexpr bool kGradResidual = decltype(grad_residual_c)::value;
-              const void* kernel =
-                  p.channels_last
-                      ? kernel_address(backward_apply_channels_last_kernel<T, kVec, kTraining, kRelu, kGradResidual>)
-                      : kernel_address(backward_apply_nchw_kernel<T, kVec, kTraining, kRelu, kGradResidual, IndexT>);
-              const ElementwisePlan plan =
-                  plan_elementwise(p, kVec, elementwise_blocks(kernel));
-              return fn(type_tag, vec_c, training_c, relu_c, grad_residual_c, index_tag, plan);
-            });
+            using IndexT = typename decltype(index_tag)::type;
+            constexpr int kVec = decltype(vec_c)::value;
+            constexpr bool kTraining = decltype(training_c)::value, kRelu = decltype(relu_c)::value;
+            constexpr bool kGradResidual = decltype(grad_residual_c)::value;
+            const void* kernel =
+                p.channels_last
+                    ? kernel_address(backward_apply_channels_last_kernel<T, kVec, kTraining, kRelu, kGradResidual>)
+                    : kernel_address(backward_apply_nchw_kernel<T, kVec, kTraining, kRelu, kGradResidual, IndexT>);
+            const ElementwisePlan plan = plan_elementwise(p, kVec, elementwise_blocks(kernel));
+            return fn(type_tag, vec_c, training_c, relu_c, grad_residual_c, index_tag, plan);
           });
         });
       });

@@ -282,18 +282,17 @@ bool geometry_is_valid(const Pool2dParams& p) {
   return false;
 }
 
-// Channels per thread for channels_last: the widest power of two up to 16 bytes that divides C and
-// keeps every access aligned (each pixel then starts on a vector boundary). Saved indices move in
-// pairs, so they need 16-byte alignment whenever a thread handles more than one channel.
+// Channels per thread for channels_last: 16 bytes of channels when that divides C and keeps every
+// access aligned (each pixel then starts on a vector boundary), else one. The widths in between
+// (C = 4 in fp16, say) would each add a full set of kernels per mode, dtype and index type for
+// layers that are rare in practice. Saved indices move in pairs, so they need 16-byte alignment
+// whenever a thread handles more than one channel.
 template <typename T>
 int channels_per_thread(int64_t channels, std::initializer_list<const void*> tensors, const int64_t* indices) {
-  for (int vec = kMaxVectorBytes / int(sizeof(T)); vec > 1; vec /= 2) {
-    if (channels % vec != 0) continue;
-    bool aligned = indices == nullptr || is_aligned(indices, 2 * sizeof(int64_t));
-    for (const void* t : tensors) aligned = aligned && is_aligned(t, vec * sizeof(T));
-    if (aligned) return vec;
-  }
-  return 1;
+  constexpr int kVec = kMaxVectorBytes / int(sizeof(T));
+  const bool aligned = (indices == nullptr || is_aligned(indices, 2 * sizeof(int64_t))) &&
+                       all_aligned(tensors, kVec * sizeof(T));
+  return channels % kVec == 0 && aligned ? kVec : 1;
 }
 
 unsigned grid_size(uint64_t work_items) {
@@ -311,16 +310,12 @@ Status dispatch_mode(PoolMode mode, Fn&& fn) {
   return Status::kInvalidArgument;
 }
 
-// fn(std::integral_constant<int, vec>); vectors wider than 16 bytes are never instantiated.
+// fn(std::integral_constant<int, vec>) for the widths channels_per_thread picks.
 template <typename T, typename Fn>
 Status dispatch_vector_width(int vec, Fn&& fn) {
-  constexpr int kMax = kMaxVectorBytes / int(sizeof(T));
-  switch (vec) {
-    case 1: return fn(std::integral_constant<int, 1>{});
-    case 2: if constexpr (kMax >= 2) return fn(std::integral_constant<int, 2>{}); break;
-    case 4: if constexpr (kMax >= 4) return fn(std::integral_constant<int, 4>{}); break;
-    case 8: if constexpr (kMax >= 8) return fn(std::integral_constant<int, 8>{}); break;
-  }
+  constexpr int kVec = kMaxVectorBytes / int(sizeof(T));
+  if (vec == kVec) return fn(std::integral_constant<int, kVec>{});
+  if (vec == 1) return fn(std::integral_constant<int, 1>{});
   return Status::kInvalidArgument;
 }
 
