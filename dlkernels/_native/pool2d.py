@@ -66,6 +66,7 @@ def pool2d_forward(input: torch.Tensor, mode: int, kernel, stride, padding, dila
     if len(output_size) != 2:
         raise RuntimeError("dlkernels pool2d: output_size must have two entries")
     geometry = _geometry(mode, kernel, stride, padding, dilation, count_include_pad, divisor_override)
+    dtype = dtype_code(input, "pool2d_forward")
     batch, channels, in_h, in_w = input.shape
     out_h, out_w = output_size
     output = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device,
@@ -77,7 +78,7 @@ def pool2d_forward(input: torch.Tensor, mode: int, kernel, stride, padding, dila
         indices = torch.empty((0,), dtype=torch.int64, device=input.device)
     _launch("forward", input.device,
             (input.data_ptr(), output.data_ptr(), indices.data_ptr() if mode == MAX_MODE else None,
-             dtype_code(input, "pool2d_forward"), batch, channels, in_h, in_w, out_h, out_w, *geometry, int(channels_last)))
+             dtype, batch, channels, in_h, in_w, out_h, out_w, *geometry, int(channels_last)))
     return output, indices
 
 
@@ -87,6 +88,7 @@ def pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor, mode: int,
     if len(input_size) != 2:
         raise RuntimeError("dlkernels pool2d: input_size must have two entries")
     geometry = _geometry(mode, kernel, stride, padding, dilation, count_include_pad, divisor_override)
+    dtype = dtype_code(grad_output, "pool2d_backward")
     batch, channels, out_h, out_w = grad_output.shape
     in_h, in_w = input_size
     indices_ptr = None
@@ -101,6 +103,6 @@ def pool2d_backward(grad_output: torch.Tensor, indices: torch.Tensor, mode: int,
     grad_input = torch.empty((batch, channels, in_h, in_w), dtype=grad_output.dtype, device=grad_output.device,
                              memory_format=memory_format)
     _launch("backward", grad_output.device,
-            (grad_output.data_ptr(), indices_ptr, grad_input.data_ptr(), dtype_code(grad_output, "pool2d_backward"),
+            (grad_output.data_ptr(), indices_ptr, grad_input.data_ptr(), dtype,
              batch, channels, in_h, in_w, out_h, out_w, *geometry, int(channels_last)))
     return grad_input
