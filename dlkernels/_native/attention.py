@@ -40,10 +40,13 @@ def _fail(message: str) -> None:
     raise RuntimeError(f"dlkernels attention: {message}")
 
 
+def _layout_strides(stride: tuple, varlen: bool) -> tuple[int, int, int]:
+    """(batch, head, row) strides of a dense (B, H, N, D) or varlen (total, H, D) tensor's strides."""
+    return (0, stride[1], stride[0]) if varlen else stride[:3]
+
+
 def _strides(t: Tensor, varlen: bool) -> tuple[int, int, int]:
-    """(batch, head, row) strides of a dense (B, H, N, D) or varlen (total, H, D) tensor."""
-    stride = t.stride()
-    return (0, stride[1], stride[0]) if varlen else (stride[0], stride[1], stride[2])
+    return _layout_strides(t.stride(), varlen)
 
 
 def _check_head_tensor(t: Tensor, name: str, varlen: bool, q: Tensor) -> None:
@@ -76,15 +79,21 @@ def _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
     if (cu_seqlens_q is None) != (cu_seqlens_k is None):
         _fail("give both cu_seqlens_q and cu_seqlens_k, or neither")
     varlen = cu_seqlens_q is not None
-    _check_head_tensor(q, "q", varlen, q)
-    _check_head_tensor(k, "k", varlen, q)
-    _check_head_tensor(v, "v", varlen, q)
-    if k.shape != v.shape:
+    q_shape, k_shape = q.shape, k.shape
+    q_stride, k_stride, v_stride = q.stride(), k.stride(), v.stride()
+    rank = 3 if varlen else 4
+    # One combined test on the fast path (these checks run on every call); the detailed ones name the fault.
+    if not (len(q_shape) == rank and len(k_shape) == rank and k_shape == v.shape and k_shape[-1] == q_shape[-1]
+            and q_stride[-1] == 1 and k_stride[-1] == 1 and v_stride[-1] == 1 and k.dtype == q.dtype
+            and v.dtype == q.dtype and k.device == q.device and v.device == q.device):
+        _check_head_tensor(q, "q", varlen, q)
+        _check_head_tensor(k, "k", varlen, q)
+        _check_head_tensor(v, "v", varlen, q)
         _fail(f"k and v must have the same shape, got {list(k.shape)} and {list(v.shape)}")
-    head_dim = q.shape[-1]
+    head_dim = q_shape[-1]
     if head_dim not in HEAD_DIMS:
         _fail(f"unsupported head dim {head_dim}")
-    heads_q, heads_kv = q.shape[1], k.shape[1]  # the head axis is 1 in both layouts
+    heads_q, heads_kv = q_shape[1], k_shape[1]  # the head axis is 1 in both layouts
     if heads_kv < 1 or heads_q % heads_kv != 0:
         _fail(f"the query heads ({heads_q}) must be a multiple of the key/value heads ({heads_kv})")
     if not 0.0 <= dropout_p < 1.0:
@@ -99,17 +108,17 @@ def _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
             _fail("bias is not supported with cu_seqlens")
         if max_seqlen_q < 0 or max_seqlen_k < 0:
             _fail("max_seqlen must not be negative")
-        batch, total_q = cu_seqlens_q.numel() - 1, q.shape[0]
+        batch, total_q = cu_seqlens_q.numel() - 1, q_shape[0]
         lse_shape = [heads_q, total_q]
     else:
-        if k.shape[0] != q.shape[0]:
+        if k_shape[0] != q_shape[0]:
             _fail("q and k must have the same batch size")
-        if max_seqlen_q != q.shape[2] or max_seqlen_k != k.shape[2]:
+        if max_seqlen_q != q_shape[2] or max_seqlen_k != k_shape[2]:
             _fail(f"dense inputs need max_seqlen_q = q.size(2) and max_seqlen_k = k.size(2), got {max_seqlen_q} and "
                   f"{max_seqlen_k}")
-        batch, total_q = q.shape[0], q.shape[0] * q.shape[2]
+        batch, total_q = q_shape[0], q_shape[0] * q_shape[2]
         lse_shape = [batch, heads_q, max_seqlen_q]
-    if max_seqlen_q > _INT32_MAX or max_seqlen_k > _INT32_MAX or q.shape[0] > _INT32_MAX:
+    if max_seqlen_q > _INT32_MAX or max_seqlen_k > _INT32_MAX or q_shape[0] > _INT32_MAX:
         _fail("sequence lengths must fit in 32 bits")
     bias_strides = (0, 0, 0)
     if bias is not None:
@@ -122,8 +131,9 @@ def _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
         bias_strides = bias.stride()[:3]
     common = (q.data_ptr(), k.data_ptr(), v.data_ptr(), data_ptr(bias), data_ptr(cu_seqlens_q),
               data_ptr(cu_seqlens_k), batch, heads_q, heads_kv, head_dim, max_seqlen_q, max_seqlen_k, total_q,
-              k.shape[0], *_strides(q, varlen), *_strides(k, varlen), *_strides(v, varlen), *bias_strides, scale,
-              causal, causal_bottom_right, dropout_p, seed, allow_tf32)
+              k_shape[0], *_layout_strides(q_stride, varlen), *_layout_strides(k_stride, varlen),
+              *_layout_strides(v_stride, varlen), *bias_strides, scale, causal, causal_bottom_right, dropout_p, seed,
+              allow_tf32)
     return common, varlen, lse_shape
 
 
