@@ -6,6 +6,8 @@ extension, while it exists) and, within tolerances, with attention written in fl
 """
 import math
 
+import inspect
+
 import pytest
 import torch
 
@@ -160,6 +162,14 @@ def test_wgmma_available_is_false_without_a_hopper_gpu():
     if torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0):
         pytest.skip("a 9.0 device may run the wgmma kernel")
     assert native.attention_wgmma_available() is False
+
+
+@pytest.mark.skipif(not HAS_EXTENSION, reason="dlkernels._C (torch extension) is not built")
+@pytest.mark.parametrize("entry", ["attention_forward", "attention_backward"])
+def test_signature_is_the_extension_ops(entry):
+    """Same parameter names, in the same order, as the torch.ops.dlk_C schema the function replaces."""
+    schema = getattr(torch.ops.dlk_C, entry).default._schema
+    assert list(inspect.signature(getattr(native, entry)).parameters) == [a.name for a in schema.arguments]
 
 
 # ------------------------------------------------------------------------------------------ GPU

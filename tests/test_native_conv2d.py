@@ -3,6 +3,8 @@
 Every entry point is compared exactly with torch.ops.dlk_C (the same C++ code behind the torch
 extension, while it exists) and with torch's own convolution within tolerances.
 """
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -176,6 +178,15 @@ def test_library_reports_bad_arguments():
     with pytest.raises(RuntimeError, match="unknown dtype code 7"):
         _native.check(lib.dlk_conv2d_winograd_transform_weight_cpu(x.data_ptr(), y.data_ptr(), 2, 2, 2, 0, 7), lib,
                       "winograd_transform_weight")
+
+
+@needs_extension
+@pytest.mark.parametrize("entry", ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
+                                   "winograd_transform_weight", "conv2d_winograd"])
+def test_signature_is_the_extension_ops(entry):
+    """Same parameter names, in the same order, as the torch.ops.dlk_C schema the function replaces."""
+    schema = getattr(torch.ops.dlk_C, entry).default._schema
+    assert list(inspect.signature(getattr(native, entry)).parameters) == [a.name for a in schema.arguments]
 
 
 # ------------------------------------------------------------------------------------------ GPU

@@ -4,6 +4,8 @@ Both entry points are compared exactly with torch.ops.dlk_C (the same C++ code b
 extension, while it exists) and, within tolerances, with the step math of dlk/rnn.h written in
 float64 torch ops, differentiated by autograd.
 """
+import inspect
+
 import pytest
 import torch
 
@@ -150,6 +152,14 @@ def test_cpu_library_checks_lengths():
     with pytest.raises(RuntimeError, match=r"lengths\[1\] = 4 is outside \[1, 3\]"):
         native.rnn_layer_forward("gru", x_proj, w_hh, b_hh, h0, c0, torch.tensor([3, 4], dtype=torch.int32), False,
                                  True)
+
+
+@pytest.mark.skipif(not HAS_EXTENSION, reason="dlkernels._C (torch extension) is not built")
+@pytest.mark.parametrize("entry", ["rnn_layer_forward", "rnn_layer_backward"])
+def test_signature_is_the_extension_ops(entry):
+    """Same parameter names, in the same order, as the torch.ops.dlk_C schema the function replaces."""
+    schema = getattr(torch.ops.dlk_C, entry).default._schema
+    assert list(inspect.signature(getattr(native, entry)).parameters) == [a.name for a in schema.arguments]
 
 
 # ------------------------------------------------------------------------------------------ GPU
