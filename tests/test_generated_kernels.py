@@ -83,3 +83,10 @@ def test_a_stale_section_is_detected(tmp_path):
 def test_a_header_without_markers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="markers"):
         generator.with_section(tmp_path / "x.cuh", "// no markers\n", "int x;\n")
+
+
+def test_every_conv_gemm_has_a_fallback_tile():
+    """available_tiles offers the list's last tile to every GEMM: it must be instantiated for every
+    math, element size and loader, or the planner could pick a tile with no kernel."""
+    last = generator.CONV_TILES[-1]
+    assert last["tensor_cores"] and not last["fast_loader_only"] and set(last["simt_bytes"]) == {4, 8}

@@ -131,22 +131,12 @@ bool uses_tensor_cores(const Conv2dParams& p) {
   return !std::is_same_v<T, double>;
 }
 
-// Blocks of each kernel resident on one SM, from ptxas' register counts (tensor cores: ~240, ~160,
-// ~90 registers x 128 threads for 128x128, 128x64, 64x64; SIMT: ~254 and ~128 x 256 threads) and
-// their shared memory (<= 68 KB).
 int64_t resident_blocks(bool tensor_cores, TileShape tile) {
-  if (tensor_cores) return tile == TileShape::k128x128 ? 2 : tile == TileShape::k128x64 ? 3 : 4;
-  return tile == TileShape::k128x128 ? 1 : 2;
-}
-
-// Throughput of a tile relative to 128 x 128 on work that fills it: smaller warp tiles issue more
-// shared-memory loads per mma and reload each operand byte more often.
-double tile_efficiency(TileShape tile) {
-  return tile == TileShape::k128x128 ? 1.0 : tile == TileShape::k128x64 ? 0.85 : 0.7;
+  return tensor_cores ? conv_tile(tile).resident_tensor_cores : conv_tile(tile).resident_simt;
 }
 
 TileShape choose_tile(const GemmChoice& c, int element_bytes, int64_t rows, int64_t cols, int64_t groups) {
-  TileShape candidates[3];
+  TileShape candidates[kConvTileCount];
   const int n = available_tiles(c.tensor_cores, c.fast, element_bytes, candidates);
   TileShape best = candidates[n - 1];
   double best_cost = -1;
@@ -154,7 +144,7 @@ TileShape choose_tile(const GemmChoice& c, int element_bytes, int64_t rows, int6
     const TileShape t = candidates[i];
     const int64_t blocks = ceil_div(rows, tile_rows(t)) * ceil_div(cols, tile_cols(t)) * groups;
     const int64_t waves = ceil_div(blocks, sm_count() * resident_blocks(c.tensor_cores, t));
-    const double cost = double(waves) * tile_rows(t) * tile_cols(t) / tile_efficiency(t);
+    const double cost = double(waves) * tile_rows(t) * tile_cols(t) / conv_tile(t).efficiency;
     if (best_cost < 0 || cost < best_cost) {
       best = t;
       best_cost = cost;

@@ -41,6 +41,7 @@
 #include <utility>
 
 #include "common.cuh"
+#include "conv2d_tiles.cuh"
 #include "tensor_core.cuh"
 #include "dlk/conv2d.h"
 
@@ -923,29 +924,12 @@ __global__ void __launch_bounds__(Gemm::kThreads) conv_gemm_kernel(const __grid_
 // ---------------------------------------------------------------------------------------------
 // Host side: tile shapes, kernel selection and launch.
 
-enum class TileShape : int { k128x128 = 0, k128x64 = 1, k64x64 = 2 };
-
 struct GemmChoice {
   bool tensor_cores = false;  // fp16/bf16 always; fp32 with allow_tf32 (TF32); otherwise SIMT FMA
   bool channels_last = false;
   bool fast = false;          // cp.async loaders for the operands that have one (see each op)
   TileShape tile = TileShape::k64x64;
 };
-
-inline int tile_rows(TileShape t) { return t == TileShape::k64x64 ? 64 : 128; }
-inline int tile_cols(TileShape t) { return t == TileShape::k128x128 ? 128 : 64; }
-
-// The tile shapes instantiated. The big tiles only where the rows operand A (activations, with the
-// costly per-row state) comes through cp.async: a gathered 128-row A holds too many addresses in
-// registers and ptxas spills. 128 x 64 serves narrow layers (K/groups = 64) on tensor cores; SIMT
-// fp64 has only the small tile (its accumulators take twice the registers).
-inline int available_tiles(bool tensor_cores, bool fast, int element_bytes, TileShape (&out)[3]) {
-  int n = 0;
-  if (fast && (tensor_cores || element_bytes == 4)) out[n++] = TileShape::k128x128;
-  if (fast && tensor_cores) out[n++] = TileShape::k128x64;
-  out[n++] = TileShape::k64x64;
-  return n;
-}
 
 template <class Gemm>
 Status launch_conv_gemm(const typename Gemm::Args& args, dim3 grid, cudaStream_t stream) {
@@ -956,19 +940,31 @@ Status launch_conv_gemm(const typename Gemm::Args& args, dim3 grid, cudaStream_t
 
 // Kernel selection: fn(TypeTag<ConvGemm<...>>) for the instantiation that serves `c`. The launchers
 // pass a lambda that launches it; a host harness can pass one that runs the same per-thread code.
+// fn for kConvTiles[kIndex] when it is `tile` and this GEMM instantiates it (conv2d_tiles.cuh).
+template <class Op, class Math, bool kFast, size_t kIndex, class Fn>
+bool dispatch_listed_tile(TileShape tile, Fn& fn, Status& status) {
+  constexpr ConvTileConfig kTile = kConvTiles[kIndex];
+  if constexpr (tile_instantiated(kTile, Math::kTensorCores, int(sizeof(typename Op::T)), kFast && Op::kFastA)) {
+    if (tile == static_cast<TileShape>(kIndex)) {
+      status = fn(TypeTag<ConvGemm<Op, Math, kTile.rows, kTile.cols, kFast>>{});
+      return true;
+    }
+  }
+  return false;
+}
+
+// The planner sized the grid for `tile`: running another tile would leave rows unwritten, so a tile
+// that available_tiles offered but is not instantiated here is an error, never a silent fallback.
+template <class Op, class Math, bool kFast, class Fn, size_t... kIndex>
+Status dispatch_listed_tiles(TileShape tile, Fn&& fn, std::index_sequence<kIndex...>) {
+  Status status = Status::kInvalidArgument;
+  (void)(dispatch_listed_tile<Op, Math, kFast, kIndex>(tile, fn, status) || ...);
+  return status;
+}
+
 template <class Op, class Math, bool kFast, class Fn>
 Status dispatch_tile(TileShape tile, Fn&& fn) {
-  using T = typename Op::T;
-  if constexpr (kFast && Op::kFastA && (Math::kTensorCores || sizeof(T) == 4)) {
-    if (tile == TileShape::k128x128) return fn(TypeTag<ConvGemm<Op, Math, 128, 128, kFast>>{});
-  }
-  if constexpr (kFast && Op::kFastA && Math::kTensorCores) {
-    if (tile == TileShape::k128x64) return fn(TypeTag<ConvGemm<Op, Math, 128, 64, kFast>>{});
-  }
-  // The planner sized the grid for `tile`: running another tile would leave rows unwritten, so a tile
-  // that available_tiles offered but is not instantiated here is an error, never a silent fallback.
-  if (tile != TileShape::k64x64) return Status::kInvalidArgument;
-  return fn(TypeTag<ConvGemm<Op, Math, 64, 64, kFast>>{});
+  return dispatch_listed_tiles<Op, Math, kFast>(tile, fn, std::make_index_sequence<kConvTileCount>{});
 }
 
 template <template <typename, bool> class Op, typename T, class Math, bool kCL, class Fn>

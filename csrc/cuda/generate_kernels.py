@@ -49,6 +49,21 @@ WGMMA_TYPES = {"f16": "f16", "bf16": "bf16"}  # dtype suffix -> PTX type
 # Implicit-GEMM convolution (forward, dgrad, wgrad): every dtype; the tile shapes, loaders and math
 # each dtype takes are chosen in conv2d_kernels.cuh.
 CONV_GEMM_DTYPES = ("f16", "bf16", "f32", "f64")
+# Its output tiles (rows x cols per block), in the planner's order of preference on ties (the last is
+# the fallback every GEMM has). fast_loader_only: only where the rows operand A (activations, with
+# the costly per-row state) comes through cp.async; a gathered 128-row A holds too many addresses in
+# registers and ptxas spills. simt_bytes: the element sizes the SIMT (FMA) math has it for (fp64's
+# accumulators take twice the registers). resident_*: blocks per SM, from ptxas' register counts
+# (tensor cores ~240, ~160, ~90 registers x 128 threads; SIMT ~254 and ~128 x 256 threads) and their
+# shared memory (<= 68 KB). efficiency: throughput relative to 128 x 128 on work that fills the tile.
+CONV_TILES = (
+    dict(rows=128, cols=128, fast_loader_only=True, tensor_cores=True, simt_bytes=(4,), resident_tc=2,
+         resident_simt=1, efficiency=1.0),
+    dict(rows=128, cols=64, fast_loader_only=True, tensor_cores=True, simt_bytes=(), resident_tc=3,
+         resident_simt=2, efficiency=0.85),
+    dict(rows=64, cols=64, fast_loader_only=False, tensor_cores=True, simt_bytes=(4, 8), resident_tc=4,
+         resident_simt=2, efficiency=0.7),
+)
 
 assert set(ATTENTION_SM90_HEAD_DIMS) <= set(ATTENTION_HEAD_DIMS)
 assert set(ATTENTION_SM90_DTYPES) <= set(ATTENTION_DTYPES)
@@ -200,6 +215,20 @@ def conv_gemm_externs_section() -> str:
     return "".join(conv_gemm_declarations(CTYPES[t], "extern ") for t in CONV_GEMM_DTYPES)
 
 
+def conv_tiles_section() -> str:
+    names = [f"k{tile['rows']}x{tile['cols']}" for tile in CONV_TILES]
+    rows = []
+    for name, tile in zip(names, CONV_TILES):
+        simt_mask = sum(tile["simt_bytes"])  # 4 | 8: element sizes as a bit mask
+        rows.append(f"    {{{tile['rows']}, {tile['cols']}, {str(tile['fast_loader_only']).lower()}, "
+                    f"{str(tile['tensor_cores']).lower()}, {simt_mask}, {tile['resident_tc']}, {tile['resident_simt']}, "
+                    f"{tile['efficiency']}}},  // {name}\n")
+    return ("// kConvTiles[i] describes the TileShape of value i.\n"
+            "enum class TileShape : int { " + ", ".join(f"{n} = {i}" for i, n in enumerate(names)) + " };\n"
+            f"constexpr int kConvTileCount = {len(CONV_TILES)};\n"
+            "constexpr ConvTileConfig kConvTiles[kConvTileCount] = {\n" + "".join(rows) + "};\n")
+
+
 # wgmma.mma_async wrappers. Operand forms (PTX ISA, "wgmma.mma_async", half / bf16 syntax):
 #   shared A:   d, a-desc, b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-a, imm-trans-b
 #   register A: d, {a0, a1, a2, a3}, b-desc, scale-d, imm-scale-a, imm-scale-b, imm-trans-b
@@ -274,6 +303,7 @@ def sections() -> dict[pathlib.Path, str]:
         CUDA / "attention_fwd_sm90.cu": attention_sm90_instantiations_section(),
         CUDA / "attention_bwd_kernel.cuh": attention_bwd_externs_section(),
         CUDA / "conv2d_kernels.cuh": conv_gemm_externs_section(),
+        CUDA / "conv2d_tiles.cuh": conv_tiles_section(),
         CUDA / "wgmma.cuh": wgmma_section(),
     }
 
