@@ -63,7 +63,7 @@ def cuda_archs(library: Path) -> list[str]:
         try:
             listed = subprocess.run(["cuobjdump", option, str(library)], capture_output=True, text=True).stdout
         except OSError:
-            return []
+            return ["unlisted: no cuobjdump here"]
         archs += sorted({f"{kind} {match}" for match in re.findall(r"sm_\d+a?", listed)})
     return archs
 
@@ -141,6 +141,9 @@ def main(argv=None) -> int:
     present = [name for name in LIBRARIES if (LIB_DIR / name).is_file()]
     if args.skip_native:
         problems += [f"dlkernels/lib/{name} is missing (--skip-native)" for name in LIBRARIES if name not in present]
+        newest_source = max(path.stat().st_mtime for path in (ROOT / "csrc").rglob("*") if path.is_file())
+        problems += [f"dlkernels/lib/{name} is older than csrc/ (--skip-native): rebuild it" for name in present
+                     if (LIB_DIR / name).stat().st_mtime < newest_source]
     with tarfile.open(out / NATIVE_TARBALL, "w:gz") as tar:
         for name in present:
             tar.add(LIB_DIR / name, arcname=name)
@@ -156,7 +159,8 @@ def main(argv=None) -> int:
         problems.append("the compile worker put nothing in the Triton cache")
     origins = [{**triton_identity(), "entries": len(used), "made_on": "this CPU machine"}]
     for tarball in args.gpu_triton_cache:
-        install_triton_cache(tarball, GPU_TRITON_CACHE)
+        _, origin = install_triton_cache(tarball, GPU_TRITON_CACHE)
+        (GPU_TRITON_CACHE / "origin.json").write_text(json.dumps(origin))
     with tempfile.TemporaryDirectory() as scratch:
         merged = Path(scratch) / "cache"
         merged.mkdir()

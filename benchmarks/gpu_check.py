@@ -371,6 +371,7 @@ class Check:
         self.out.mkdir(parents=True, exist_ok=True)
         WORK_DIR.mkdir(parents=True, exist_ok=True)
         self.tripwire_log.unlink(missing_ok=True)
+        shutil.rmtree(self.results_dir, ignore_errors=True)  # the tarball holds this run's results only
         for name in OUT_FILES:
             (self.out / name).unlink(missing_ok=True)
         for step in self.steps:
