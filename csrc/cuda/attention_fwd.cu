@@ -45,12 +45,13 @@ template <typename T>
 Status dispatch_head_dim(const ForwardArgs& args, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
     if (attention_forward_sm90_supported(args) && attention_forward_sm90_available()) {
-      return dispatch_int(AttentionSm90HeadDimList{}, args.params.head_dim, Status::kInvalidArgument,
-                          [&](auto head_dim) { return launch_attention_forward_sm90<T, decltype(head_dim)::value>(args, stream); });
+      return dispatch_int(AttentionSm90HeadDimList{}, args.params.head_dim, Status::kInvalidArgument, [&](auto d) {
+        return launch_attention_forward_sm90<T, decltype(d)::value>(args, stream);
+      });
     }
   }
   return dispatch_int(AttentionHeadDimList{}, args.params.head_dim, Status::kInvalidArgument,
-                      [&](auto head_dim) { return launch_attention_forward<T, decltype(head_dim)::value>(args, stream); });
+                      [&](auto d) { return launch_attention_forward<T, decltype(d)::value>(args, stream); });
 }
 
 }  // namespace

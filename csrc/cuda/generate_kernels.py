@@ -221,7 +221,8 @@ def conv_tiles_section() -> str:
     for name, tile in zip(names, CONV_TILES):
         simt_mask = sum(tile["simt_bytes"])  # 4 | 8: element sizes as a bit mask
         rows.append(f"    {{{tile['rows']}, {tile['cols']}, {str(tile['fast_loader_only']).lower()}, "
-                    f"{str(tile['tensor_cores']).lower()}, {simt_mask}, {tile['resident_tc']}, {tile['resident_simt']}, "
+                    f"{str(tile['tensor_cores']).lower()}, {simt_mask}, "
+                    f"{tile['resident_tc']}, {tile['resident_simt']}, "
                     f"{tile['efficiency']}}},  // {name}\n")
     return ("// kConvTiles[i] describes the TileShape of value i.\n"
             "enum class TileShape : int { " + ", ".join(f"{n} = {i}" for i, n in enumerate(names)) + " };\n"
@@ -269,7 +270,8 @@ def wgmma_wrapper(n: int, ctype: str, ptx_type: str, register_a: bool) -> str:
             f"#ifdef DLK_WGMMA_AVAILABLE\n"
             f"  asm volatile(\n"
             f"      \"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{pred}, 0;\\n\"\n"
-            f"      \"wgmma.mma_async.sync.aligned.{shape} {accumulator_list(regs)}, {a_ops}, {b_op}, {tail};\\n}}\\n\"\n"
+            f"      \"wgmma.mma_async.sync.aligned.{shape} {accumulator_list(regs)}, "
+            f"{a_ops}, {b_op}, {tail};\\n}}\\n\"\n"
             f"      : {outputs(regs)}\n"
             f"      : {inputs}\n"
             f"      : \"memory\");\n"
