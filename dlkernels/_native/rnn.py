@@ -50,6 +50,8 @@ def _acc_dtype(like: Tensor) -> torch.dtype:
 
 
 def _check(t: Tensor, name: str, shape: tuple, dtype: torch.dtype, like: Tensor) -> None:
+    if t.shape == shape and t.dtype == dtype and t.device == like.device and t.is_contiguous():
+        return  # the common case, tested at once; what follows names the fault
     if tuple(t.shape) != shape:
         _fail(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
     if t.dtype != dtype:
@@ -112,13 +114,12 @@ def rnn_layer_forward(cell: str, x_proj: Tensor, w_hh: Tensor, b_hh: Tensor | No
         _fail("an LSTM takes no b_hh (x_proj includes b_ih + b_hh)")
     b_hh_ptr = None if lstm else _optional(b_hh, "b_hh", (gates * hidden,), x_proj.dtype, x_proj)
 
-    options = {"dtype": x_proj.dtype, "device": x_proj.device}
-    acc = {"dtype": _acc_dtype(x_proj), "device": x_proj.device}
-    h_all = torch.empty((steps, batch, hidden), **options)
-    c_all = torch.empty((steps, batch, hidden), **acc) if lstm else torch.empty(0, **options)
-    h_n = torch.empty((batch, hidden), **options)
-    c_n = torch.empty((batch, hidden), **options) if lstm else torch.empty(0, **options)
-    saved = torch.empty((steps, batch, 4 * hidden) if training else 0, **acc)
+    acc = _acc_dtype(x_proj)  # new_empty: the cheapest allocation from Python, this runs per call
+    h_all = x_proj.new_empty((steps, batch, hidden))
+    c_all = x_proj.new_empty((steps, batch, hidden), dtype=acc) if lstm else x_proj.new_empty(0)
+    h_n = x_proj.new_empty((batch, hidden))
+    c_n = x_proj.new_empty((batch, hidden)) if lstm else x_proj.new_empty(0)
+    saved = x_proj.new_empty((steps, batch, 4 * hidden) if training else 0, dtype=acc)
     _run("forward", (*common, b_hh_ptr, x_proj.data_ptr(), h_all.data_ptr(), c_all.data_ptr() if lstm else None,
                      h_n.data_ptr(), c_n.data_ptr() if lstm else None, saved.data_ptr() if training else None,
                      training, dtype), x_proj)
@@ -147,11 +148,10 @@ def rnn_layer_backward(cell: str, grad_h_all: Tensor | None, grad_h_n: Tensor | 
                 _optional(grad_h_n, "grad_h_n", (batch, hidden), h_all.dtype, h_all),
                 _optional(grad_c_n, "grad_c_n", (batch, hidden), h_all.dtype, h_all) if lstm else None)
 
-    options = {"dtype": h_all.dtype, "device": h_all.device}
-    grad_x_proj = torch.empty((steps, batch, gate_width), dtype=acc, device=h_all.device)
-    grad_gh = torch.empty(0, dtype=acc, device=h_all.device) if lstm else torch.empty_like(grad_x_proj)
-    grad_h0 = torch.empty((batch, hidden), **options)
-    grad_c0 = torch.empty((batch, hidden), **options) if lstm else torch.empty(0, **options)
+    grad_x_proj = h_all.new_empty((steps, batch, gate_width), dtype=acc)
+    grad_gh = h_all.new_empty(0, dtype=acc) if lstm else torch.empty_like(grad_x_proj)
+    grad_h0 = h_all.new_empty((batch, hidden))
+    grad_c0 = h_all.new_empty((batch, hidden)) if lstm else h_all.new_empty(0)
     _run("backward", (*common, h_all.data_ptr(), c_all.data_ptr() if lstm else None, saved.data_ptr(), *grads_in,
                       grad_x_proj.data_ptr(), None if lstm else grad_gh.data_ptr(), grad_h0.data_ptr(),
                       grad_c0.data_ptr() if lstm else None, dtype), h_all)
