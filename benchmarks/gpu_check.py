@@ -48,6 +48,7 @@ BUDGET_MARGIN_S = 30          # left unassigned: interpreter starts, the summary
 GRACE_S = 10                  # between SIGINT and SIGKILL; taken out of each step's budget, not added to it
 CARRY_LIMIT_BYTES = 64 << 20  # the device tool carries at most this much: working tree + artifact
 MAX_OUT_FILES = 8             # the device tool returns at most this many files from $OUT
+MAX_FILE_BYTES = 15 << 20     # and none over 16 MiB
 
 # Every file the check writes to $OUT; nothing else lands there.
 OUT_FILES = ("summary.json", "setup.log", "tests.log", "tests.xml", "sanitizer.log", "bench.log",
@@ -78,6 +79,7 @@ class Step:
     action: Callable[[], bool] | None = None    # a Python function returning success
     about: str = ""                             # what an action does, for the dry run
     env: dict = dataclasses.field(default_factory=dict)  # set for this step only
+    verdict: str = ""                           # a line or two from the log worth the summary
     status: str = "not run"
     seconds: float = 0.0
 
@@ -333,23 +335,27 @@ class Check:
         return status["ok"]
 
     def pack(self) -> bool:
-        ok = True
         self.results_dir.mkdir(parents=True, exist_ok=True)
         with tarfile.open(self.out / "results.tar.gz", "w:gz") as tar:
             tar.add(self.results_dir, arcname="benchmarks/results")
-        new_keys = {p.name for p in self.cache_dir.iterdir() if p.is_dir()} - self.carried_keys \
-            if self.cache_dir.is_dir() else set()
-        pack_triton_cache(self.cache_dir, self.out / TRITON_TARBALL, new_keys,
-                          origin=(self.facts.get("triton") or {}).get("here"))
-        self.facts.setdefault("triton", {})["compiled_here"] = len(new_keys)
-        print(f"Triton kernels compiled on this machine: {len(new_keys)} (returned in {TRITON_TARBALL})")
-        return ok
+        new_keys = sorted({p.name for p in self.cache_dir.iterdir() if p.is_dir()} - self.carried_keys
+                          if self.cache_dir.is_dir() else set())
+        origin = (self.facts.get("triton") or {}).get("here")
+        returned = len(new_keys)
+        # The device tool returns no file over MAX_FILE_BYTES: return a share of the kernels rather than none.
+        while pack_triton_cache(self.cache_dir, self.out / TRITON_TARBALL, new_keys[:returned], origin) and \
+                (self.out / TRITON_TARBALL).stat().st_size > MAX_FILE_BYTES:
+            returned = returned * MAX_FILE_BYTES // (self.out / TRITON_TARBALL).stat().st_size * 9 // 10
+        self.facts.setdefault("triton", {}).update(compiled_here=len(new_keys), returned=returned)
+        print(f"Triton kernels compiled on this machine: {len(new_keys)}, {returned} returned in {TRITON_TARBALL}")
+        return True
 
     # -- running ---------------------------------------------------------------------------------------------
 
     def run_step(self, step: Step) -> None:
         log_path = self.out / step.log
         started = time.monotonic()
+        log_start = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "a") as log:
             log.write(f"\n== {step.name} (budget {step.budget_s} s): "
                       f"{shlex.join(step.command) if step.command else step.about}\n")
@@ -364,6 +370,11 @@ class Check:
                 step.status = f"error: {type(error).__name__}: {error}"
             step.seconds = time.monotonic() - started
             log.write(f"== {step.name}: {step.status} in {step.seconds:.0f} s\n")
+        if step.name in ("memcheck", "racecheck"):  # what the sanitizer and sanitize.py concluded
+            with open(log_path, errors="replace") as log:
+                log.seek(log_start)
+                step.verdict = "; ".join(line.strip("= \n") for line in log if not line.startswith("== ") and (
+                    "ERROR SUMMARY" in line or " failures in " in line or "budget of" in line))
         print(f"{'ok    ' if step.status == 'ok' else 'FAILED'} {step.name}: {step.status} "
               f"({step.seconds:.0f} of {step.budget_s} s; {step.log})", flush=True)
 
@@ -393,13 +404,15 @@ class Check:
                  f"{sum(step.seconds for step in self.steps):.0f} s of the {TOTAL_BUDGET_S} s budget"]
         for step in self.steps:
             lines.append(f"  {step.name:<48} {step.status[:60]:<60} {step.seconds:4.0f}/{step.budget_s} s")
+            if step.verdict:
+                lines.append(f"      {step.verdict}")
         lines.append(f"  tests: {tests}")
         lines.append(f"  Triton: {self.facts.get('triton', {}).get('carried_entries', 0)} kernels carried, "
                      f"{self.facts.get('triton', {}).get('compiled_here', '?')} compiled here; nvcc calls: "
                      f"{len(nvcc_calls)}")
         return {"passed": passed, "lines": lines, "tests": tests, "nvcc_calls": nvcc_calls, "facts": self.facts,
                 "steps": [{"name": step.name, "status": step.status, "seconds": round(step.seconds, 1),
-                           "budget_s": step.budget_s, "log": step.log} for step in self.steps]}
+                           "budget_s": step.budget_s, "log": step.log, "verdict": step.verdict} for step in self.steps]}
 
 
 def load_check() -> int:

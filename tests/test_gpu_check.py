@@ -184,3 +184,30 @@ def test_every_cuda_kernel_lives_in_namespace_dlk():
             elif "__global__" in line and not line.lstrip().startswith("//") and depth_in_dlk == 0:
                 outside.append(f"{path.relative_to(ROOT)}:{number}")
     assert not outside, f"kernels outside namespace dlk, which the sanitizer would skip: {outside}"
+
+
+def test_sanitizer_verdicts_reach_the_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "WORK_DIR", tmp_path / "work")
+    check = gpu_check.Check(tmp_path / "out", tmp_path / "no_artifact")
+    printed = "print('ok  cuda fwd case'); print('0 failures in 3 of 9 runs'); print('========= ERROR SUMMARY: 2 errors')"
+    check.stages = [gpu_check.Stage("memcheck", [gpu_check.Step("memcheck", "sanitizer.log", 15,
+                                                                [sys.executable, "-c", printed])])]
+    check.run()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["steps"][0]["verdict"] == "0 failures in 3 of 9 runs; ERROR SUMMARY: 2 errors"
+
+
+def test_returned_triton_cache_fits_the_file_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr(gpu_check, "MAX_FILE_BYTES", 50_000)
+    check = gpu_check.Check(tmp_path / "out", tmp_path / "no_artifact")
+    check.out.mkdir()
+    for key in range(20):  # 20 kernels of 10 kB that do not compress
+        entry = check.cache_dir / f"KEY{key}"
+        entry.mkdir(parents=True)
+        (entry / "k.cubin").write_bytes(os.urandom(10_000))
+        (entry / "__grp__k.json").write_text(json.dumps({"child_paths": {"k.cubin": str(entry / "k.cubin")}}))
+    check.carried_keys = {"KEY0"}
+    assert check.pack()
+    assert (check.out / gpu_check.TRITON_TARBALL).stat().st_size <= 50_000
+    assert check.facts["triton"]["compiled_here"] == 19 and 0 < check.facts["triton"]["returned"] < 19
