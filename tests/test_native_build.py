@@ -167,3 +167,20 @@ def test_cpu_library_is_used_by_the_python_loader():
     assert _native.build_info()["cpu"]["abi"] == capi_abi_version()
     lib = _native.cpu_lib()
     assert lib.path == LIBRARIES["cpu"] and isinstance(lib, ctypes.CDLL)
+
+
+def test_cpu_library_follows_torch_thread_count():
+    """The library's own OpenMP runtime gets torch.get_num_threads() (torch.set_num_threads cannot reach it)."""
+    built("cpu")
+    import torch
+
+    from dlkernels import _native
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            _native.cpu_lib()
+            assert _native._cpu_threads[0] == threads
+    finally:
+        torch.set_num_threads(before)

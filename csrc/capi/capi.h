@@ -23,7 +23,7 @@
 #define DLK_API __attribute__((visibility("default")))
 #endif
 
-#define DLK_ABI_VERSION 1
+#define DLK_ABI_VERSION 2
 
 // Failure codes. 1-3 mirror dlk::Status (csrc/include/dlk/common.h).
 #define DLK_OK 0
@@ -36,6 +36,9 @@ DLK_API int dlk_cpu_abi_version(void);
 DLK_API const char* dlk_cpu_last_error(void);
 // JSON: {"abi": 1, "cuda": false, "cuda_archs": [], "compiler": "g++ 13.2.0", "openmp": true}
 DLK_API const char* dlk_cpu_build_info(void);
+// OpenMP threads of the CPU launchers (0: OpenMP's default). The library has its own OpenMP runtime,
+// which torch.set_num_threads does not reach: dlkernels/_native passes torch.get_num_threads() on.
+DLK_API void dlk_cpu_set_num_threads(int num_threads);
 
 DLK_API int dlk_cuda_abi_version(void);
 DLK_API const char* dlk_cuda_last_error(void);

@@ -17,6 +17,11 @@ namespace dlk::capi {
 
 void set_last_error(std::string message);
 
+#ifdef DLK_CAPI_CPU  // defined by csrc/build.py for libdlk_cpu.so
+// Gives the calling thread the OpenMP thread count set by dlk_cpu_set_num_threads (a per-thread setting).
+void apply_cpu_threads() noexcept;
+#endif
+
 inline const char* status_text(Status status) {
   switch (status) {
     case Status::kOk: return "ok";
@@ -31,6 +36,9 @@ inline const char* status_text(Status status) {
 template <typename Launch>
 int guarded(const char* what, Launch&& launch) noexcept {
   try {
+#ifdef DLK_CAPI_CPU
+    apply_cpu_threads();
+#endif
     const Status status = launch();
     if (status == Status::kOk) return DLK_OK;
     set_last_error(std::string(what) + " failed: " + status_text(status));

@@ -7,7 +7,8 @@ launcher's argtypes/restype at load (a ctypes call then costs about 0.5 µs). Th
 
 API:
   cpu_lib() / cuda_lib()   the loaded library (a NativeLibrary); RuntimeError saying why when a
-                           library is missing, stale (ABI version) or, for CUDA, not built
+                           library is missing, stale (ABI version) or, for CUDA, not built.
+                           cpu_lib() also passes torch.get_num_threads() on to the library's OpenMP
   has_cpu_lib() / has_cuda_lib()   whether that library can be loaded (never raises)
   build_info()             {"cpu": {...} or None, "cuda": {...} or None}: each library's own JSON
   declare(signatures)      {symbol: [ctypes arg types]}: launcher prototypes (restype is int);
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-ABI_VERSION = 1  # must equal DLK_ABI_VERSION in csrc/capi/capi.h
+ABI_VERSION = 2  # must equal DLK_ABI_VERSION in csrc/capi/capi.h
 LIB_DIR = Path(os.environ.get("DLK_LIB_DIR") or Path(__file__).resolve().parents[1] / "lib")
 KINDS = ("cpu", "cuda")
 
@@ -44,6 +45,8 @@ class NativeLibrary(ctypes.CDLL):
                               ("build_info", ctypes.c_char_p)):
             function = getattr(self, f"dlk_{kind}_{name}")
             function.argtypes, function.restype = [], restype
+        if kind == "cpu":
+            self.dlk_cpu_set_num_threads.argtypes, self.dlk_cpu_set_num_threads.restype = [ctypes.c_int], None
         self._last_error = getattr(self, f"dlk_{kind}_last_error")
 
     def last_error(self) -> str:
@@ -103,9 +106,21 @@ def _load(kind: str) -> NativeLibrary:
         return lib
 
 
+_cpu_threads = [0]  # what the CPU library was last told; see cpu_lib
+
+
 def cpu_lib() -> NativeLibrary:
+    """The CPU library, its OpenMP thread count kept equal to torch.get_num_threads(): it has its own
+    OpenMP runtime, which torch.set_num_threads does not reach (and whose default, every core, costs
+    hundreds of µs per call on a busy machine)."""
     lib = _libraries.get("cpu")
-    return lib if lib is not None else _load("cpu")
+    if lib is None:
+        lib = _load("cpu")
+    threads = torch.get_num_threads()
+    if threads != _cpu_threads[0]:
+        lib.dlk_cpu_set_num_threads(threads)
+        _cpu_threads[0] = threads
+    return lib
 
 
 def cuda_lib() -> NativeLibrary:
