@@ -512,6 +512,10 @@ def dry_run(check: Check, collect: bool) -> dict:
         "artifact": artifact_status(check.artifact),
         "triton_here": triton_identity(check.python),
         "problems": problems,
+        "notes": [f"tests in {check.test_workers} pytest-xdist processes" if check.test_workers else
+                  "pytest-xdist is not installed here (the GPU image has it): the tests would run in one process",
+                  "pytest-timeout stops a test after 120 s" if check.has_timeout else
+                  "pytest-timeout is not installed here (the GPU image has it): no per-test limit"],
         "device_call": {"command": "python3 benchmarks/gpu_check.py",
                         "carry": [os.path.relpath(check.artifact, ROOT)], "timeout_s": 600},
     }
@@ -562,6 +566,8 @@ def print_plan(plan: dict) -> None:
     print(f"Triton here: {plan['triton_here']} (the cache is hit only where the key matches)")
     if "collected" in plan:
         print(f"would run: {plan['collected']}")
+    for note in plan["notes"]:
+        print(f"note: {note}")
     for problem in plan["problems"]:
         print(f"PROBLEM: {problem}")
     call = plan["device_call"]

@@ -103,7 +103,7 @@ def test_a_step_over_its_budget_is_stopped_and_the_next_still_runs(tmp_path, mon
     check = gpu_check.Check(tmp_path / "out", tmp_path / "no_artifact")
     python = sys.executable
     check.stages = [
-        gpu_check.Stage("slow", [gpu_check.Step("sleeper", "tests.log", 3, [python, "-c", "import time; "
+        gpu_check.Stage("slow", [gpu_check.Step("sleeper", "tests.log", 6, [python, "-c", "import time; "
                                                                               "print('started', flush=True); "
                                                                               "time.sleep(60)"])]),
         gpu_check.Stage("broken", [gpu_check.Step("exit 3", "bench.log", 5, [python, "-c", "raise SystemExit(3)"])]),
@@ -189,7 +189,8 @@ def test_every_cuda_kernel_lives_in_namespace_dlk():
 def test_sanitizer_verdicts_reach_the_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "WORK_DIR", tmp_path / "work")
     check = gpu_check.Check(tmp_path / "out", tmp_path / "no_artifact")
-    printed = "print('ok  cuda fwd case'); print('0 failures in 3 of 9 runs'); print('========= ERROR SUMMARY: 2 errors')"
+    printed = ("print('ok  cuda fwd case'); print('0 failures in 3 of 9 runs'); "
+               "print('========= ERROR SUMMARY: 2 errors')")
     check.stages = [gpu_check.Stage("memcheck", [gpu_check.Step("memcheck", "sanitizer.log", 15,
                                                                 [sys.executable, "-c", printed])])]
     check.run()
