@@ -1,24 +1,39 @@
-"""Which implementation runs an op: backend names, availability and the choice behind "auto".
+"""Which implementation runs an op: backend names, availability, and the choice behind "auto".
 
-Every op takes `backend=` with one of BACKEND_CHOICES. A requested backend that cannot run says
-why (not built, no GPU, Triton missing); "auto" takes the first usable one in the op's order of
-preference for the tensor's device.
+Every public op takes `backend=`, one of BACKEND_CHOICES:
+  "cuda"       our CUDA C++ kernels (CUDA tensors)
+  "triton"     our Triton kernels (CUDA tensors; CPU tensors only under TRITON_INTERPRET=1)
+  "reference"  our C++ reference kernels (CPU tensors; "cpu" is a deprecated alias)
+  "torch"      PyTorch's own op: cuDNN/ATen on GPU, ATen/oneDNN on CPU
+  "auto"       the policy in `dispatch`: never knowingly worse than "torch"
+
+A backend named explicitly either runs or raises a clear error (ours validate their arguments and
+say what they do not cover). "auto" runs torch on CPU tensors, for calls our kernels do not cover
+(torch then behaves exactly as torch, errors included), and on GPUs for which no committed
+measurement shows ours at least as fast; `autotune(True)` times the candidates instead.
+`explain(fn, ...)` records which backend each call took and why.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import json
 import os
+import time
+import warnings
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
-BACKENDS = ("cuda", "triton", "cpu")
+OURS = ("cuda", "triton", "reference")
+BACKENDS = (*OURS, "torch")
 BACKEND_CHOICES = ("auto", *BACKENDS)
+DEPRECATED_ALIASES = {"cpu": "reference"}  # kept for one release
 
-# Order "auto" tries per device type. The CUDA C++ kernels come first on GPU until measured
-# results (benchmarks/results) say otherwise for an op; Triton on CPU is the slow interpreter,
-# so it is never preferred to the C++ reference there.
-DEFAULT_PREFERENCE = {"cuda": ("cuda", "triton"), "cpu": ("cpu", "triton")}
+T = TypeVar("T")
 
 
 def _read_build_info() -> dict:
@@ -50,10 +65,23 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def canonical(op: str, backend: str) -> str:
+    """`backend` as one of BACKEND_CHOICES; a deprecated alias warns once per call site."""
+    if backend in BACKEND_CHOICES:
+        return backend
+    if backend in DEPRECATED_ALIASES:
+        new = DEPRECATED_ALIASES[backend]
+        warnings.warn(f"{op}: backend={backend!r} is deprecated, use backend={new!r}", FutureWarning, stacklevel=4)
+        return new
+    raise ValueError(f"{op}: backend must be one of {BACKEND_CHOICES}, got {backend!r}")
+
+
 def unavailable_reason(backend: str, device: torch.device) -> str | None:
     """None when `backend` can run on tensors of `device`, else a sentence saying why not."""
     info = build_info()
-    if backend == "cpu":
+    if backend == "torch":
+        return None
+    if backend in ("reference", "cpu"):
         if device.type != "cpu":
             return f"the C++ reference runs on CPU tensors, got a {device.type} tensor"
         if not info["built"]:
@@ -79,32 +107,14 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """The backends that can run on tensors of `device` in this process."""
+    """Our implementations ("cuda", "triton", "reference") that can run on tensors of `device` here.
+    "torch" is always available and not listed."""
     device = torch.device(device)
-    return [b for b in BACKENDS if unavailable_reason(b, device) is None]
-
-
-def resolve_backend(op: str, backend: str, device: torch.device, preference: dict | None = None) -> str:
-    """The concrete backend for one call; raises a clear error when none can run."""
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"{op}: backend must be one of {BACKEND_CHOICES}, got {backend!r}")
-    if backend != "auto":
-        reason = unavailable_reason(backend, device)
-        if reason is not None:
-            raise RuntimeError(f"{op}: backend {backend!r} is unavailable: {reason}")
-        return backend
-    order = (preference or DEFAULT_PREFERENCE).get(device.type, ())
-    reasons = []
-    for candidate in order:
-        reason = unavailable_reason(candidate, device)
-        if reason is None:
-            return candidate
-        reasons.append(f"{candidate}: {reason}")
-    raise RuntimeError(f"{op}: no backend can run on {device.type} tensors ({'; '.join(reasons) or 'unsupported device'})")
+    return [b for b in OURS if unavailable_reason(b, device) is None]
 
 
 def implementation(family: str, backend: str):
-    """The object whose functions implement op family `family` on a concrete `backend`.
+    """The object whose functions implement op family `family` on one of our backends.
 
     The C++ ops (torch.ops.dlk_C, CPU and CUDA kernels behind one dispatcher) and the Triton
     launchers (triton_kernels/<family>.py) share names and argument lists, so callers need not care.
@@ -114,3 +124,174 @@ def implementation(family: str, backend: str):
     import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
 
     return torch.ops.dlk_C
+
+
+# ----------------------------------------------------------------------------------- explain
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    op: str
+    backend: str
+    reason: str
+
+
+class Explanation(list):
+    """The decisions of one `explain` run, in call order; `.result` is what the function returned."""
+    result: Any = None
+
+    def __str__(self) -> str:
+        width = max((len(d.op) for d in self), default=2)
+        return "\n".join(f"{d.op:<{width}}  {d.backend:<9}  {d.reason}" for d in self) or "(no dlkernels op ran)"
+
+
+_RECORDING: list[Explanation] = []  # a stack, so explain() nests
+
+
+def _note(op: str, backend: str, reason: str) -> None:
+    if _RECORDING:
+        _RECORDING[-1].append(Decision(op, backend, reason))
+
+
+def explain(fn: Callable[..., Any], *args, **kwargs) -> Explanation:
+    """Run fn(*args, **kwargs) and return which backend each dlkernels op call took, and why.
+
+        >>> print(dlkernels.explain(model, x))
+        conv2d      torch      auto: CPU tensors run torch's ATen/oneDNN kernels
+    """
+    explanation = Explanation()
+    _RECORDING.append(explanation)
+    try:
+        explanation.result = fn(*args, **kwargs)
+    finally:
+        _RECORDING.pop()
+    return explanation
+
+
+# ---------------------------------------------------------------------- the "auto" policy
+# Measured choices per GPU class, written by the benchmark tool from committed results
+# (dlkernels/auto_policy.json: {"<device name>": {"<op>": "<backend>"}}). Absent or silent for a
+# device, "auto" runs torch there: no GPU run has yet shown one of ours faster.
+_POLICY_FILE = Path(__file__).with_name("auto_policy.json")
+_POLICY: dict[str, dict[str, str]] = json.loads(_POLICY_FILE.read_text()) if _POLICY_FILE.exists() else {}
+_DEVICE_NAMES: dict[int, str] = {}
+
+_AUTOTUNE = {"enabled": False}
+_AUTOTUNED: dict[Hashable, str] = {}
+
+
+def autotune(enabled: bool = True) -> None:
+    """Let "auto" time our usable backends and torch on the first call of each op and shape on a GPU
+    and keep the fastest, as torch.backends.cudnn.benchmark does. Off by default; never under
+    torch.compile. Turning it on or off forgets earlier measurements."""
+    _AUTOTUNE["enabled"] = bool(enabled)
+    _AUTOTUNED.clear()
+
+
+def autotune_enabled() -> bool:
+    return _AUTOTUNE["enabled"]
+
+
+def _device_name(device: torch.device) -> str:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _DEVICE_NAMES:
+        _DEVICE_NAMES[index] = torch.cuda.get_device_name(index)
+    return _DEVICE_NAMES[index]
+
+
+def _policy_choice(op: str, device: torch.device) -> tuple[str, str]:
+    name = _device_name(device)
+    chosen = _POLICY.get(name, {}).get(op)
+    if chosen is not None and unavailable_reason(chosen, device) is None:
+        return chosen, f"auto: committed results on {name} show {chosen} at least as fast as torch"
+    return "torch", f"auto: no committed results on {name} show ours at least as fast as torch"
+
+
+def _elapsed(run: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
+    run()  # warm-up: Triton compiles and autotunes here
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    began = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    return time.perf_counter() - began
+
+
+_CPU = torch.device("cpu")
+
+
+def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], T]], run_torch: Callable[[], T],
+             key: Callable[[], Hashable] | None = None) -> T:
+    """Run one call of `op` on the backend `backend` resolves to for the device of tensor `like`.
+
+    prepare(b) validates the call for our backend b and returns a thunk that runs it; it raises
+    TypeError/ValueError (naming the argument) for what b does not cover. run_torch() runs the call
+    with torch's op. key() (optional; None for calls with side effects, e.g. running statistics)
+    identifies the call's shape class for autotune. `like` need not be a tensor: then prepare() or
+    torch says what is wrong with it.
+    """
+    device = like.device if isinstance(like, torch.Tensor) else _CPU
+    if backend == "auto":
+        if device.type != "cuda":
+            _note(op, "torch", f"auto: {device.type} tensors run torch's own kernels (ours are references there)")
+            return run_torch()
+        if _AUTOTUNE["enabled"] and key is not None and not torch.compiler.is_compiling():
+            return _autotuned(op, device, prepare, run_torch, key())
+        chosen, reason = _policy_choice(op, device)
+        if chosen == "torch":
+            _note(op, "torch", reason)
+            return run_torch()
+        try:
+            run = prepare(chosen)
+        except (TypeError, ValueError, NotImplementedError) as unsupported:
+            _note(op, "torch", f"auto: {chosen} does not cover this call ({unsupported})")
+            return run_torch()
+        _note(op, chosen, reason)
+        return run()
+    backend = canonical(op, backend)
+    if backend == "torch":
+        _note(op, "torch", "requested")
+        return run_torch()
+    reason = unavailable_reason(backend, device)
+    if reason is not None:
+        raise RuntimeError(f"{op}: backend {backend!r} is unavailable: {reason}")
+    run = prepare(backend)
+    _note(op, backend, "requested")
+    return run()
+
+
+def _autotuned(op: str, device: torch.device, prepare, run_torch, shape_key: Hashable):
+    cache_key = (op, device.index, shape_key)
+    chosen = _AUTOTUNED.get(cache_key)
+    if chosen is None:
+        candidates = {"torch": run_torch}
+        for name in available_backends(device):
+            try:
+                candidates[name] = prepare(name)
+            except (TypeError, ValueError, NotImplementedError):
+                pass  # does not cover this call
+        with torch.no_grad():
+            times = {name: _elapsed(run, device) for name, run in candidates.items()}
+        chosen = _AUTOTUNED[cache_key] = min(times, key=times.get)
+    _note(op, chosen, "autotune: fastest of " + ", ".join(sorted({"torch", *available_backends(device)})))
+    return run_torch() if chosen == "torch" else prepare(chosen)()
+
+
+# ----------------------------------------------------------- before the ops moved to dispatch
+def resolve_backend(op: str, backend: str, device: torch.device, preference: dict | None = None) -> str:
+    """The concrete backend of ours for one call (ops not yet on `dispatch`): "auto" prefers CUDA, then
+    Triton on GPU, the C++ reference on CPU. Raises a clear error when none can run."""
+    if backend != "auto":
+        backend = canonical(op, backend)
+        if backend == "torch":
+            raise ValueError(f"{op}: backend 'torch' is not supported by this op yet")
+        reason = unavailable_reason(backend, device)
+        if reason is not None:
+            raise RuntimeError(f"{op}: backend {backend!r} is unavailable: {reason}")
+        return backend
+    order = (preference or {"cuda": ("cuda", "triton"), "cpu": ("reference", "triton")}).get(device.type, ())
+    reasons = []
+    for candidate in order:
+        reason = unavailable_reason(candidate, device)
+        if reason is None:
+            return candidate
+        reasons.append(f"{candidate}: {reason}")
+    raise RuntimeError(f"{op}: no backend can run on {device.type} tensors ({'; '.join(reasons) or 'unsupported device'})")

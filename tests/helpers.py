@@ -5,7 +5,7 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 # On CPU tensors Triton runs only in its interpreter, which conftest.py turns on only without a GPU
 # (one process cannot both interpret and compile); with a GPU the cuda-marked tests cover Triton.
-CPU_BACKENDS = ["cpu", pytest.param("triton", marks=pytest.mark.skipif(
+CPU_BACKENDS = ["reference", pytest.param("triton", marks=pytest.mark.skipif(
     HAS_CUDA, reason="Triton's CPU interpreter is off when a GPU is present; cuda tests cover Triton"))]
 GPU_BACKENDS = ["cuda", "triton"]
 

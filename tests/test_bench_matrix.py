@@ -17,7 +17,7 @@ from dlkernels.bench import REFERENCE, load, selected
 from dlkernels.bench.__main__ import REFERENCE_BOUND, check_row, correctness_matrix
 
 # The C++ reference if it is built, else Triton (interpreted on CPU): the matrix's rules are what is tested here.
-BACKEND = "cpu" if "cpu" in dlkernels.available_backends("cpu") else "triton"
+BACKEND = "reference" if "reference" in dlkernels.available_backends("cpu") else "triton"
 
 # (family, terms selecting one of its SMALL_CASES, direction): a few small cases per family.
 ROWS = [

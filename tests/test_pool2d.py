@@ -4,7 +4,9 @@ Tolerances (tests/helpers.py): max pooling values and indices compare exactly; a
 gradients within about one unit in the last place of the dtype (summation order is the only
 difference from ATen, which also accumulates in fp32).
 """
+import functools
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 
 import dlkernels
 from helpers import CPU_BACKENDS, DTYPES, GPU_BACKENDS, HAS_CUDA, LAYOUTS, assert_close, in_layout, is_channels_last
+from opinfo_samples import check_against_torch
 
 
 # Shapes: C=3 keeps NCHW and channels_last distinguishable; C=16 exercises vectorised channel paths.
@@ -172,37 +175,43 @@ def test_global_max_pool_gradient_whose_strides_differ_in_size_1_dims(backend, l
 
 def test_backends_are_available():
     # Guards the matrices: a backend silently missing would make its tests vanish.
-    assert dlkernels.available_backends("cpu") == (["cpu"] if HAS_CUDA else ["triton", "cpu"])
+    assert dlkernels.available_backends("cpu") == (["reference"] if HAS_CUDA else ["triton", "reference"])
     if HAS_CUDA:
         assert dlkernels.available_backends("cuda") == ["cuda", "triton"]
 
 
 # --------------------------------------------------------------------------- bad input
+class ours:  # the public ops with backend="reference": our validation, not torch's
+    max_pool2d = functools.partial(dlkernels.max_pool2d, backend="reference")
+    avg_pool2d = functools.partial(dlkernels.avg_pool2d, backend="reference")
+    adaptive_avg_pool2d = functools.partial(dlkernels.adaptive_avg_pool2d, backend="reference")
+
+
 BAD_INPUTS = [
-    (lambda: dlkernels.max_pool2d(torch.randn(4, 4), 2), ValueError, "input must be 3-D or 4-D"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 2, 4, 4), 2), ValueError, "input must be 3-D or 4-D"),
-    (lambda: dlkernels.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int32), 2), TypeError, "unsupported dtype"),
-    (lambda: dlkernels.avg_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.complex64), 2), TypeError, "unsupported dtype"),
-    (lambda: dlkernels.max_pool2d([[1.0]], 2), TypeError, "input must be a torch.Tensor"),
-    (lambda: dlkernels.max_pool2d(torch.randn(0, 3, 4, 4), 2), ValueError, "input must not be empty"),
-    (lambda: dlkernels.avg_pool2d(torch.randn(2, 0, 4, 4), 2), ValueError, "input must not be empty"),
-    (lambda: dlkernels.adaptive_avg_pool2d(torch.randn(2, 3, 0, 4), 2), ValueError, "input must not be empty"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 0), ValueError, "kernel_size must be >= 1"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), (2, -1)), ValueError, "kernel_size must be >= 1"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), (2, 2, 2)), TypeError, "kernel_size must be an int or a pair"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2.5), TypeError, "kernel_size must be an int or a pair"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2, stride=0), ValueError, "stride must be >= 1"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2, padding=-1), ValueError, "padding must be >= 0"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2, dilation=0), ValueError, "dilation must be >= 1"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 9, 9), 3, padding=2), ValueError, "at most half of kernel_size"),
-    (lambda: dlkernels.avg_pool2d(torch.randn(1, 1, 9, 9), 3, padding=2), ValueError, "at most half of kernel_size"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 7), ValueError, "does not fit"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 5, 5), 3, dilation=3), ValueError, "does not fit"),
-    (lambda: dlkernels.avg_pool2d(torch.randn(1, 1, 4, 4), 2, divisor_override=0), ValueError, "divisor_override"),
-    (lambda: dlkernels.adaptive_avg_pool2d(torch.randn(1, 1, 4, 4), 0), ValueError, "output_size must be >= 1"),
-    (lambda: dlkernels.adaptive_avg_pool2d(torch.randn(1, 1, 4, 4), (2, 2, 2)), TypeError, "output_size"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2, backend="fast"), ValueError, "backend must be one of"),
-    (lambda: dlkernels.max_pool2d(torch.randn(1, 1, 4, 4), 2, backend="cuda"), RuntimeError,
+    (lambda: ours.max_pool2d(torch.randn(4, 4), 2), ValueError, "input must be 3-D or 4-D"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 2, 4, 4), 2), ValueError, "input must be 3-D or 4-D"),
+    (lambda: ours.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int32), 2), TypeError, "unsupported dtype"),
+    (lambda: ours.avg_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.complex64), 2), TypeError, "unsupported dtype"),
+    (lambda: ours.max_pool2d([[1.0]], 2), TypeError, "input must be a torch.Tensor"),
+    (lambda: ours.max_pool2d(torch.randn(0, 3, 4, 4), 2), ValueError, "input must not be empty"),
+    (lambda: ours.avg_pool2d(torch.randn(2, 0, 4, 4), 2), ValueError, "input must not be empty"),
+    (lambda: ours.adaptive_avg_pool2d(torch.randn(2, 3, 0, 4), 2), ValueError, "input must not be empty"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 0), ValueError, "kernel_size must be >= 1"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), (2, -1)), ValueError, "kernel_size must be >= 1"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), (2, 2, 2)), TypeError, "kernel_size must be an int or a pair"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2.5), TypeError, "kernel_size must be an int or a pair"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2, stride=0), ValueError, "stride must be >= 1"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2, padding=-1), ValueError, "padding must be >= 0"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2, dilation=0), ValueError, "dilation must be >= 1"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 9, 9), 3, padding=2), ValueError, "at most half of kernel_size"),
+    (lambda: ours.avg_pool2d(torch.randn(1, 1, 9, 9), 3, padding=2), ValueError, "at most half of kernel_size"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 7), ValueError, "does not fit"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 5, 5), 3, dilation=3), ValueError, "does not fit"),
+    (lambda: ours.avg_pool2d(torch.randn(1, 1, 4, 4), 2, divisor_override=0), ValueError, "divisor_override"),
+    (lambda: ours.adaptive_avg_pool2d(torch.randn(1, 1, 4, 4), 0), ValueError, "output_size must be >= 1"),
+    (lambda: ours.adaptive_avg_pool2d(torch.randn(1, 1, 4, 4), (2, 2, 2)), TypeError, "output_size"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2, backend="fast"), ValueError, "backend must be one of"),
+    (lambda: ours.max_pool2d(torch.randn(1, 1, 4, 4), 2, backend="cuda"), RuntimeError,
      "backend 'cuda' is unavailable: the CUDA kernels need a CUDA tensor"),
 ]
 
@@ -211,6 +220,55 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# ------------------------------------------------------------- auto, torch and OpInfo
+POOL_OPINFOS = {"nn.functional.max_pool2d": dlkernels.max_pool2d, "nn.functional.avg_pool2d": dlkernels.avg_pool2d,
+                "nn.functional.adaptive_avg_pool2d": dlkernels.adaptive_avg_pool2d}
+
+
+@pytest.mark.parametrize("name", POOL_OPINFOS)
+@pytest.mark.parametrize("backend", ["auto", "torch", "reference"])
+def test_opinfo_samples_give_torchs_result_or_error(name, backend):
+    # auto sees every sample; the named backends every 8th of max_pool2d's 1440 (CI time)
+    every = 8 if backend != "auto" and name.endswith("max_pool2d") else 1
+    counts = check_against_torch(name, POOL_OPINFOS[name], backend, every=every)
+    assert counts["same"] > 0 and counts["same_error"] > 0
+    if backend == "reference":  # our kernels must cover most of them, not dodge them all
+        assert counts["same"] >= 2 * counts["unsupported"], counts
+
+
+def test_auto_runs_torch_on_cpu_and_explains_why():
+    x = torch.randn(2, 3, 8, 8)
+    explanation = dlkernels.explain(lambda: dlkernels.max_pool2d(x, 2) + dlkernels.avg_pool2d(x, 2))
+    assert [(d.op, d.backend) for d in explanation] == [("max_pool2d", "torch"), ("avg_pool2d", "torch")]
+    assert "cpu tensors run torch" in explanation[0].reason
+    torch.testing.assert_close(explanation.result, F.max_pool2d(x, 2) + F.avg_pool2d(x, 2), rtol=0, atol=0)
+    assert [d.backend for d in dlkernels.explain(dlkernels.max_pool2d, x, 2, backend="reference")] == ["reference"]
+
+
+def test_auto_gives_torchs_error_where_ours_would_refuse():
+    # 5-D input: ours raise their own ValueError by name, auto behaves exactly as torch does.
+    x = torch.randn(1, 1, 2, 4, 4)
+    with pytest.raises(ValueError, match="input must be 3-D or 4-D"):
+        dlkernels.max_pool2d(x, 2, backend="reference")
+    with pytest.raises(RuntimeError) as from_torch:
+        F.max_pool2d(x, 2)
+    with pytest.raises(RuntimeError) as from_auto:
+        dlkernels.max_pool2d(x, 2)
+    assert str(from_auto.value) == str(from_torch.value)
+    # where torch accepts what ours refuse (an empty batch), auto returns torch's result
+    empty = torch.randn(0, 3, 4, 4)
+    assert dlkernels.max_pool2d(empty, 2).shape == F.max_pool2d(empty, 2).shape == (0, 3, 2, 2)
+
+
+def test_cpu_backend_name_still_works_with_a_deprecation_warning():
+    x = torch.randn(1, 2, 6, 6)
+    with pytest.warns(FutureWarning, match="backend='cpu' is deprecated, use backend='reference'"):
+        out = dlkernels.max_pool2d(x, 2, backend="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(out, dlkernels.max_pool2d(x, 2, backend="reference"), rtol=0, atol=0)
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):

@@ -1,16 +1,19 @@
-"""2-D pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d as torch.library custom ops.
+"""2-D pooling: max_pool2d, avg_pool2d, adaptive_avg_pool2d.
 
-Public functions validate their arguments and compute the output size the ATen way; the custom ops
-(dlk::max_pool2d, ...) carry fake implementations for torch.compile and autograd formulas whose
-backward is itself a custom op. Every backend implements the same two entry points,
-pool2d_forward and pool2d_backward (see csrc/bindings/pool2d.cpp for the schema).
+Public functions pick a backend (dlkernels._backends.dispatch); for ours they validate their
+arguments and compute the output size the ATen way, then call the dlk::max_pool2d, ... ops, which
+carry fake implementations for torch.compile and autograd formulas whose backward is itself a dlk
+op. Every backend of ours implements the same two entry points, pool2d_forward and pool2d_backward.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from dlkernels._backends import implementation, resolve_backend
+import torch.nn.functional as F
+
+from dlkernels._backends import dispatch, implementation
+from dlkernels._library import define
 from dlkernels._validation import as_layout, check_tensor, layout_of, pair
 
 MAX, AVG, ADAPTIVE_AVG = 0, 1, 2  # dlk::PoolMode in csrc/include/dlk/pool2d.h
@@ -34,31 +37,32 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
 
 
 # ----------------------------------------------------------------------------- max_pool2d
-@torch.library.custom_op("dlk::max_pool2d", mutates_args=())
-def _max_pool2d(x: Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
-                output_size: list[int], backend: str) -> tuple[Tensor, Tensor]:
+def _max_pool2d_impl(x, kernel, stride, padding, dilation, output_size, backend):
     return _implementation(backend).pool2d_forward(x, MAX, kernel, stride, padding, dilation, output_size, True, 0,
                                                    _channels_last(x))
 
 
-@_max_pool2d.register_fake
-def _(x, kernel, stride, padding, dilation, output_size, backend):
+def _max_pool2d_fake(x, kernel, stride, padding, dilation, output_size, backend):
     shape = (*x.shape[:2], *output_size)
     return (_empty_like_layout(x, shape, _channels_last(x)),
             _empty_like_layout(x, shape, _channels_last(x), torch.int64))
 
 
-@torch.library.custom_op("dlk::max_pool2d_backward", mutates_args=())
-def _max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: list[int], kernel: list[int],
-                         stride: list[int], padding: list[int], dilation: list[int], channels_last: bool,
-                         backend: str) -> Tensor:
+def _max_pool2d_backward_impl(grad_output, indices, input_size, kernel, stride, padding, dilation, channels_last,
+                              backend):
     return _implementation(backend).pool2d_backward(
         grad_output, indices, MAX, input_size, kernel, stride, padding, dilation, True, 0, channels_last)
 
 
-@_max_pool2d_backward.register_fake
-def _(grad_output, indices, input_size, kernel, stride, padding, dilation, channels_last, backend):
+def _max_pool2d_backward_fake(grad_output, indices, input_size, kernel, stride, padding, dilation, channels_last,
+                              backend):
     return _empty_like_layout(grad_output, (*grad_output.shape[:2], *input_size), channels_last)
+
+
+_max_pool2d_backward = define(
+    "max_pool2d_backward(Tensor grad_output, Tensor indices, int[] input_size, int[] kernel, int[] stride, "
+    "int[] padding, int[] dilation, bool channels_last, str backend) -> Tensor",
+    _max_pool2d_backward_impl, _max_pool2d_backward_fake)
 
 
 def _max_pool2d_setup_context(ctx, inputs, output):
@@ -77,37 +81,40 @@ def _max_pool2d_grad(ctx, grad_output, _grad_indices):
     return grad_input, None, None, None, None, None, None
 
 
-_max_pool2d.register_autograd(_max_pool2d_grad, setup_context=_max_pool2d_setup_context)
+_max_pool2d = define(
+    "max_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, int[] output_size, "
+    "str backend) -> (Tensor, Tensor)",
+    _max_pool2d_impl, _max_pool2d_fake, setup_context=_max_pool2d_setup_context, backward=_max_pool2d_grad)
 
 
 # ----------------------------------------------------------------------------- avg_pool2d
-@torch.library.custom_op("dlk::avg_pool2d", mutates_args=())
-def _avg_pool2d(x: Tensor, kernel: list[int], stride: list[int], padding: list[int], output_size: list[int],
-                count_include_pad: bool, divisor_override: int, backend: str) -> Tensor:
+def _avg_pool2d_impl(x, kernel, stride, padding, output_size, count_include_pad, divisor_override, backend):
     out, _ = _implementation(backend).pool2d_forward(x, AVG, kernel, stride, padding, NO_DILATION, output_size,
                                                      count_include_pad, divisor_override, _channels_last(x))
     return out
 
 
-@_avg_pool2d.register_fake
-def _(x, kernel, stride, padding, output_size, count_include_pad, divisor_override, backend):
+def _avg_pool2d_fake(x, kernel, stride, padding, output_size, count_include_pad, divisor_override, backend):
     return _empty_like_layout(x, (*x.shape[:2], *output_size), _channels_last(x))
 
 
-@torch.library.custom_op("dlk::avg_pool2d_backward", mutates_args=())
-def _avg_pool2d_backward(grad_output: Tensor, input_size: list[int], kernel: list[int], stride: list[int],
-                         padding: list[int], count_include_pad: bool, divisor_override: int,
-                         channels_last: bool, backend: str) -> Tensor:
+def _avg_pool2d_backward_impl(grad_output, input_size, kernel, stride, padding, count_include_pad, divisor_override,
+                              channels_last, backend):
     no_indices = torch.empty(0, dtype=torch.int64, device=grad_output.device)
     return _implementation(backend).pool2d_backward(
         grad_output, no_indices, AVG, input_size, kernel, stride, padding, NO_DILATION, count_include_pad,
         divisor_override, channels_last)
 
 
-@_avg_pool2d_backward.register_fake
-def _(grad_output, input_size, kernel, stride, padding, count_include_pad, divisor_override, channels_last,
-      backend):
+def _avg_pool2d_backward_fake(grad_output, input_size, kernel, stride, padding, count_include_pad, divisor_override,
+                              channels_last, backend):
     return _empty_like_layout(grad_output, (*grad_output.shape[:2], *input_size), channels_last)
+
+
+_avg_pool2d_backward = define(
+    "avg_pool2d_backward(Tensor grad_output, int[] input_size, int[] kernel, int[] stride, int[] padding, "
+    "bool count_include_pad, int divisor_override, bool channels_last, str backend) -> Tensor",
+    _avg_pool2d_backward_impl, _avg_pool2d_backward_fake)
 
 
 def _avg_pool2d_setup_context(ctx, inputs, output):
@@ -124,36 +131,39 @@ def _avg_pool2d_grad(ctx, grad_output):
     return grad_input, None, None, None, None, None, None, None
 
 
-_avg_pool2d.register_autograd(_avg_pool2d_grad, setup_context=_avg_pool2d_setup_context)
+_avg_pool2d = define(
+    "avg_pool2d(Tensor x, int[] kernel, int[] stride, int[] padding, int[] output_size, bool count_include_pad, "
+    "int divisor_override, str backend) -> Tensor",
+    _avg_pool2d_impl, _avg_pool2d_fake, setup_context=_avg_pool2d_setup_context, backward=_avg_pool2d_grad)
 
 
 # -------------------------------------------------------------------- adaptive_avg_pool2d
 _ADAPTIVE_GEOMETRY = ([1, 1], [1, 1], [0, 0], NO_DILATION)  # kernel, stride, padding, dilation: unused
 
 
-@torch.library.custom_op("dlk::adaptive_avg_pool2d", mutates_args=())
-def _adaptive_avg_pool2d(x: Tensor, output_size: list[int], backend: str) -> Tensor:
+def _adaptive_avg_pool2d_impl(x, output_size, backend):
     out, _ = _implementation(backend).pool2d_forward(x, ADAPTIVE_AVG, *_ADAPTIVE_GEOMETRY, output_size, True, 0,
                                                      _channels_last(x))
     return out
 
 
-@_adaptive_avg_pool2d.register_fake
-def _(x, output_size, backend):
+def _adaptive_avg_pool2d_fake(x, output_size, backend):
     return _empty_like_layout(x, (*x.shape[:2], *output_size), _channels_last(x))
 
 
-@torch.library.custom_op("dlk::adaptive_avg_pool2d_backward", mutates_args=())
-def _adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: list[int], channels_last: bool,
-                                  backend: str) -> Tensor:
+def _adaptive_avg_pool2d_backward_impl(grad_output, input_size, channels_last, backend):
     no_indices = torch.empty(0, dtype=torch.int64, device=grad_output.device)
     return _implementation(backend).pool2d_backward(
         grad_output, no_indices, ADAPTIVE_AVG, input_size, *_ADAPTIVE_GEOMETRY, True, 0, channels_last)
 
 
-@_adaptive_avg_pool2d_backward.register_fake
-def _(grad_output, input_size, channels_last, backend):
+def _adaptive_avg_pool2d_backward_fake(grad_output, input_size, channels_last, backend):
     return _empty_like_layout(grad_output, (*grad_output.shape[:2], *input_size), channels_last)
+
+
+_adaptive_avg_pool2d_backward = define(
+    "adaptive_avg_pool2d_backward(Tensor grad_output, int[] input_size, bool channels_last, str backend) -> Tensor",
+    _adaptive_avg_pool2d_backward_impl, _adaptive_avg_pool2d_backward_fake)
 
 
 def _adaptive_avg_pool2d_setup_context(ctx, inputs, output):
@@ -167,7 +177,10 @@ def _adaptive_avg_pool2d_grad(ctx, grad_output):
     return _adaptive_avg_pool2d_backward(grad_output, input_size, channels_last, backend), None, None
 
 
-_adaptive_avg_pool2d.register_autograd(_adaptive_avg_pool2d_grad, setup_context=_adaptive_avg_pool2d_setup_context)
+_adaptive_avg_pool2d = define(
+    "adaptive_avg_pool2d(Tensor x, int[] output_size, str backend) -> Tensor",
+    _adaptive_avg_pool2d_impl, _adaptive_avg_pool2d_fake, setup_context=_adaptive_avg_pool2d_setup_context,
+    backward=_adaptive_avg_pool2d_grad)
 
 
 # ------------------------------------------------------------------------- public API
@@ -207,36 +220,64 @@ def _restore_rank(input: Tensor, out: Tensor) -> Tensor:
 
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False, *, backend: str = "auto"):
-    """torch.nn.functional.max_pool2d; `backend` is "auto", "cuda", "triton" or "cpu"."""
-    x, kernel, stride, padding, dilation, out_size = _prepare("max_pool2d", input, kernel_size, stride, padding,
-                                                              dilation, ceil_mode)
-    backend = resolve_backend("max_pool2d", backend, x.device)
-    out, indices = _max_pool2d(x, kernel, stride, padding, dilation, out_size, backend)
-    out, indices = _restore_rank(input, out), _restore_rank(input, indices)
-    return (out, indices) if return_indices else out
+    """torch.nn.functional.max_pool2d; `backend` is "auto", "cuda", "triton", "reference" or "torch"."""
+    def prepare(chosen: str):
+        x, kernel, strides, pads, dilations, out_size = _prepare("max_pool2d", input, kernel_size, stride, padding,
+                                                                  dilation, ceil_mode)
+
+        def run():
+            out, indices = _max_pool2d(x, kernel, strides, pads, dilations, out_size, chosen)
+            out, indices = _restore_rank(input, out), _restore_rank(input, indices)
+            return (out, indices) if return_indices else out
+        return run
+
+    def run_torch():
+        return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                            return_indices=return_indices)
+
+    return dispatch("max_pool2d", backend, input, prepare, run_torch,
+                    key=lambda: _key(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices))
 
 
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None, *, backend: str = "auto"):
-    """torch.nn.functional.avg_pool2d; `backend` is "auto", "cuda", "triton" or "cpu"."""
-    if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
-                                         or divisor_override == 0):
-        raise ValueError(f"avg_pool2d: divisor_override must be a non-zero int or None, got {divisor_override!r}")
-    x, kernel, stride, padding, _, out_size = _prepare("avg_pool2d", input, kernel_size, stride, padding, 1,
-                                                       ceil_mode)
-    backend = resolve_backend("avg_pool2d", backend, x.device)
-    out = _avg_pool2d(x, kernel, stride, padding, out_size, bool(count_include_pad), divisor_override or 0, backend)
-    return _restore_rank(input, out)
+    """torch.nn.functional.avg_pool2d; `backend` is "auto", "cuda", "triton", "reference" or "torch"."""
+    def prepare(chosen: str):
+        if divisor_override is not None and (isinstance(divisor_override, bool)
+                                             or not isinstance(divisor_override, int) or divisor_override == 0):
+            raise ValueError(f"avg_pool2d: divisor_override must be a non-zero int or None, got {divisor_override!r}")
+        x, kernel, strides, pads, _, out_size = _prepare("avg_pool2d", input, kernel_size, stride, padding, 1,
+                                                         ceil_mode)
+        return lambda: _restore_rank(input, _avg_pool2d(x, kernel, strides, pads, out_size, bool(count_include_pad),
+                                                        divisor_override or 0, chosen))
+
+    def run_torch():
+        return F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+    return dispatch("avg_pool2d", backend, input, prepare, run_torch,
+                    key=lambda: _key(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                     divisor_override))
 
 
 def adaptive_avg_pool2d(input: Tensor, output_size, *, backend: str = "auto"):
     """torch.nn.functional.adaptive_avg_pool2d (None in output_size keeps that input size)."""
     op = "adaptive_avg_pool2d"
-    check_tensor(op, "input", input, ranks=(3, 4))
-    x = input.unsqueeze(0) if input.dim() == 3 else input
-    if isinstance(output_size, (list, tuple)) and len(output_size) == 2:
-        output_size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(output_size))
-    out_size = list(pair(op, "output_size", output_size, minimum=1))
-    backend = resolve_backend(op, backend, x.device)
-    out = _adaptive_avg_pool2d(as_layout(x, layout_of(x)), out_size, backend)
-    return _restore_rank(input, out)
+
+    def prepare(chosen: str):
+        check_tensor(op, "input", input, ranks=(3, 4))
+        x = input.unsqueeze(0) if input.dim() == 3 else input
+        size = output_size
+        if isinstance(size, (list, tuple)) and len(size) == 2:
+            size = tuple(x.shape[2 + i] if s is None else s for i, s in enumerate(size))
+        out_size = list(pair(op, "output_size", size, minimum=1))
+        x = as_layout(x, layout_of(x))
+        return lambda: _restore_rank(input, _adaptive_avg_pool2d(x, out_size, chosen))
+
+    return dispatch(op, backend, input, prepare, lambda: F.adaptive_avg_pool2d(input, output_size),
+                    key=lambda: _key(input, output_size))
+
+
+def _key(input: Tensor, *arguments):
+    """The shape class of a call, for autotune: shape, strides, dtype and the op's other arguments."""
+    return (tuple(input.shape), input.stride(), input.dtype,
+            *(tuple(a) if isinstance(a, list) else a for a in arguments))
