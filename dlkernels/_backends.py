@@ -37,18 +37,22 @@ T = TypeVar("T")
 
 
 def _read_build_info() -> dict:
-    """What dlkernels._C was built with, or why it cannot be imported."""
+    """What the native libraries (dlkernels/lib, see dlkernels._native) were built with, or why not."""
+    from dlkernels import _native
+
     try:
-        from dlkernels import _C
-    except ImportError as error:  # not built: pure-Python install or a failed build
+        _native.cpu_lib()
+    except RuntimeError as error:  # not built: pure-Python checkout or a failed build
         return {"built": False, "cuda": False, "cuda_archs": [], "error": str(error)}
-    info = dict(_C.build_info())
-    archs = info.get("cuda_archs", "")
-    return {"built": True, "cuda": bool(info.get("cuda")), "cuda_archs": archs.split("_") if archs else []}
+    try:
+        cuda = _native.cuda_lib().build_info()
+    except RuntimeError as error:
+        return {"built": True, "cuda": False, "cuda_archs": [], "cuda_error": str(error)}
+    return {"built": True, "cuda": True, "cuda_archs": list(cuda.get("cuda_archs", []))}
 
 
 # Read once at import: the answers cannot change within a process, and torch.compile should not
-# have to trace into the extension module or the import system.
+# have to trace into ctypes or the import system.
 _BUILD_INFO = _read_build_info()
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
@@ -85,15 +89,13 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
         if device.type != "cpu":
             return f"the C++ reference runs on CPU tensors, got a {device.type} tensor"
         if not info["built"]:
-            return f"dlkernels._C is not built ({info['error']}); run `pip install -e . --no-build-isolation`"
+            return info["error"]
         return None
     if backend == "cuda":
         if device.type != "cuda":
             return f"the CUDA kernels need a CUDA tensor, got a {device.type} tensor"
-        if not info["built"]:
-            return f"dlkernels._C is not built ({info['error']})"
         if not info["cuda"]:
-            return "dlkernels._C was built without CUDA (torch without CUDA or nvcc not found at build time)"
+            return info.get("cuda_error") or info["error"]
         return None
     if backend == "triton":
         if not triton_installed():
@@ -114,16 +116,13 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
 
 
 def implementation(family: str, backend: str):
-    """The object whose functions implement op family `family` on one of our backends.
+    """The module whose functions implement op family `family` on one of our backends.
 
-    The C++ ops (torch.ops.dlk_C, CPU and CUDA kernels behind one dispatcher) and the Triton
-    launchers (triton_kernels/<family>.py) share names and argument lists, so callers need not care.
+    dlkernels._native.<family> (the C++ reference and CUDA kernels, called through their C ABI) and
+    dlkernels.triton_kernels.<family> share function names and argument lists, so callers need not care.
     """
-    if backend == "triton":
-        return importlib.import_module(f"dlkernels.triton_kernels.{family}")
-    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
-
-    return torch.ops.dlk_C
+    package = "dlkernels.triton_kernels" if backend == "triton" else "dlkernels._native"
+    return importlib.import_module(f"{package}.{family}")
 
 
 # ----------------------------------------------------------------------------------- explain

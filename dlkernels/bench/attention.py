@@ -36,12 +36,12 @@ def gpu_variants() -> tuple[str, ...]:
     """"cuda_wgmma" where the Hopper kernel can run (sm_90a build, compute capability 9.0)."""
     if "cuda" not in dlkernels.available_backends("cuda"):
         return ()
-    from dlkernels import _C
+    from dlkernels._native.attention import attention_wgmma_available
 
     saved = os.environ.get(WGMMA_ENV)
     os.environ[WGMMA_ENV] = "1"
     try:
-        return (WGMMA_VARIANT,) if _C.attention_wgmma_available() else ()
+        return (WGMMA_VARIANT,) if attention_wgmma_available() else ()
     finally:
         if saved is None:
             del os.environ[WGMMA_ENV]
