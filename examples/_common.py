@@ -12,7 +12,7 @@ def parser(description: str, steps: int, batch: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch", type=int, default=batch)
-    p.add_argument("--backend", default="auto", help='"auto", "cuda", "triton" or "cpu" (the C++ reference)')
+    p.add_argument("--backend", default="auto", help='"auto", "cuda", "triton", "reference" (the C++ reference) or "torch"')
     p.add_argument("--impl", default="dlkernels", choices=["dlkernels", "torch"], help="our ops or the torch twin")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],

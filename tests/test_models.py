@@ -1,6 +1,6 @@
 """dlkernels.models against their torch.nn twins (same state_dict), convert(), real learning, examples.
 
-Tolerances. On backend "cpu" (the C++ reference) both models run in float64 and every output, parameter gradient,
+Tolerances. On backend "reference" (the C++ reference) both models run in float64 and every output, parameter gradient,
 buffer and parameter after an optimizer step must agree to 1e-9 relative to the tensor's largest magnitude (exact
 ops in float64 differ only in summation order, ~1e-15; deep BatchNorm stacks on batches of two amplify that by a
 few orders), plus 1e-13 absolute for gradients that are zero in exact arithmetic (a conv bias that feeds a
@@ -111,7 +111,7 @@ def _forward_backward_step(model, inputs, steps: int = 2):
 @pytest.mark.parametrize("name", list(SPECS))
 def test_matches_twin_cpu_float64(name):
     spec = SPECS[name]
-    twin, ours = _pair(spec, "cpu", torch.float64)
+    twin, ours = _pair(spec, "reference", torch.float64)
     inputs = spec.inputs(dtype=torch.float64)
     expected, expected_step = _forward_backward_step(twin, inputs)
     actual, actual_step = _forward_backward_step(ours, inputs)
@@ -123,7 +123,7 @@ def test_matches_twin_cpu_float64(name):
 @pytest.mark.parametrize("name", TRITON_MODELS + [pytest.param(n, marks=pytest.mark.slow) for n in TRITON_SLOW_MODELS])
 def test_matches_twin_triton(name):
     spec = SPECS[name]
-    twin64, _ = _pair(spec, "cpu", torch.float64)
+    twin64, _ = _pair(spec, "reference", torch.float64)
     twin32, ours = _pair(spec, "triton", torch.float32)
     exact, exact_step = _forward_backward_step(twin64, spec.inputs(dtype=torch.float64), steps=1)
     low, low_step = _forward_backward_step(twin32, spec.inputs(dtype=torch.float32), steps=1)
@@ -137,8 +137,8 @@ def test_matches_twin_triton(name):
 def test_convert_twin_matches_model(name):
     """dlkernels.convert() of the torch twin computes what the dlkernels model computes."""
     spec = SPECS[name]
-    twin, ours = _pair(spec, "cpu", torch.float64)
-    converted = dlkernels.convert(copy.deepcopy(twin), backend="cpu")
+    twin, ours = _pair(spec, "reference", torch.float64)
+    converted = dlkernels.convert(copy.deepcopy(twin), backend="reference")
     assert list(converted.state_dict()) == list(twin.state_dict())
     swapped = [m for m in converted.modules() if type(m).__module__.startswith("dlkernels.nn")]
     assert swapped, "convert() swapped nothing"
@@ -177,7 +177,7 @@ def test_runs_our_ops(name):
     """The dlkernels model really runs our kernels (no silent torch fallback, e.g. an attention head dim the flash
     kernels lack) and the twin runs none."""
     spec = SPECS[name]
-    twin, ours = _pair(spec, "cpu", torch.float32)
+    twin, ours = _pair(spec, "reference", torch.float32)
     ours_ops = {n for n in _graph_ops(_run(ours, spec.inputs())) if "dlk" in n}
     assert not {n for n in _graph_ops(_run(twin, spec.inputs())) if "dlk" in n}
     for family in EXPECTED_OPS[name]:
@@ -246,7 +246,7 @@ def test_bench_module_builds_cases():
     case = next(c for c in bench.SMALL_CASES if c.op == "LeNet5" and c.layout == "channels_last")
     for direction in ("fwd", "train"):
         exact = bench.build(case, "torch", direction, "cpu", compute_dtype="float64")()
-        ours = bench.build(case, "cpu", direction, "cpu")()
+        ours = bench.build(case, "reference", direction, "cpu")()
         assert (ours.double() - exact).abs().max() < 1e-5
     names = {c.op for c in bench.CASES}
     assert names == set(SPECS)
@@ -266,7 +266,7 @@ def test_wgan_gp_double_backward():
     double_backward='torch', trains with torch's conv for the penalty term, matching the torch twin. If the op
     layer gains a differentiable backward, 'ours' must match the twin too."""
     spec = SPECS["WGANGPCritic"]
-    twin, ours = _pair(spec, "cpu", torch.float64)
+    twin, ours = _pair(spec, "reference", torch.float64)
     real, = spec.inputs(dtype=torch.float64)
     fake, = spec.inputs(dtype=torch.float64, seed=1)
 
@@ -321,24 +321,24 @@ def _train_classifier(model, steps: int, batch: int, lr: float, size: int = 28) 
 @pytest.mark.slow
 def test_mnist_cnn_learns_digits():
     torch.set_num_threads(2)
-    accuracy = _train_classifier(M.MnistCNN(backend="cpu"), steps=100, batch=16, lr=1e-3)
+    accuracy = _train_classifier(M.MnistCNN(backend="reference"), steps=100, batch=16, lr=1e-3)
     assert accuracy >= 0.90, accuracy
 
 
 def test_lenet5_learns_digits():
-    accuracy = _train_classifier(M.LeNet5(image_size=28, backend="cpu"), steps=300, batch=32, lr=3e-3)
+    accuracy = _train_classifier(M.LeNet5(image_size=28, backend="reference"), steps=300, batch=32, lr=3e-3)
     assert accuracy >= 0.90, accuracy
 
 
 def test_row_lstm_learns_digits():
-    accuracy = _train_classifier(M.RowLSTM(backend="cpu"), steps=300, batch=32, lr=3e-3)
+    accuracy = _train_classifier(M.RowLSTM(backend="reference"), steps=300, batch=32, lr=3e-3)
     assert accuracy >= 0.90, accuracy
 
 
 def test_mlp_gan_losses_move():
     """Discriminator loss falls below log(4) (it tells real from fake), the generator's loss responds."""
     (x, _), _ = _digits()
-    g_model, d_model = M.MLPGenerator(backend="cpu"), M.MLPDiscriminator(backend="cpu")
+    g_model, d_model = M.MLPGenerator(backend="reference"), M.MLPDiscriminator(backend="reference")
     opt_g = torch.optim.Adam(g_model.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d_model.parameters(), 2e-4, betas=(0.5, 0.999))
     d_losses, g_losses = [], []
@@ -362,7 +362,7 @@ def test_mlp_gan_losses_move():
 
 def test_conv_denoiser_loss_falls():
     (x, _), _ = _digits(12)
-    model = M.DDPM(M.ConvDenoiser(d=16, backend="cpu"))
+    model = M.DDPM(M.ConvDenoiser(d=16, backend="reference"))
     optimizer = torch.optim.Adam(model.parameters(), 2e-3)
     losses = []
     for _ in range(80):
@@ -376,7 +376,7 @@ def test_conv_denoiser_loss_falls():
 
 def test_ddpm_unet_loss_and_sampling():
     spec = SPECS["UNet"]
-    twin, ours = _pair(spec, "cpu", torch.float64)
+    twin, ours = _pair(spec, "reference", torch.float64)
     twin_ddpm, ours_ddpm = M.DDPM(twin).double(), M.DDPM(ours).double()
     assert list(ours_ddpm.state_dict()) == list(twin_ddpm.state_dict())
     x0, _ = spec.inputs(dtype=torch.float64)
@@ -402,7 +402,7 @@ def test_every_example_is_tested():
 @pytest.mark.parametrize("script,model", EXAMPLES, ids=[f"{s}-{m}" for s, m in EXAMPLES])
 def test_example_runs(script, model):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, str(ROOT / "examples" / f"{script}.py"), "--steps", "2", "--backend", "cpu",
+    command = [sys.executable, str(ROOT / "examples" / f"{script}.py"), "--steps", "2", "--backend", "reference",
                "--model", model]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,7 @@ OP_MODULES. A module exposes:
     BYTES_COUNTED   one sentence saying how ideal_bytes counts memory traffic
     build(case, backend, direction, device, compute_dtype=None) -> callable
         a zero-argument function running one forward ("fwd") or one autograd backward ("bwd") of the
-        case on `backend` ("cuda", "triton", "cpu", or "torch" for the PyTorch/cuDNN reference); it
+        case on `backend` ("cuda", "triton", "reference", or "torch" for the PyTorch/cuDNN reference); it
         returns the output (fwd) or the input gradient (bwd). Inputs are made once, in build.
         compute_dtype="float64" (the correctness matrix's reference): the case's own inputs, parameters
         and output gradient, made in case.dtype exactly as for any backend, then cast (a module: copied).
