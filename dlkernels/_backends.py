@@ -227,11 +227,13 @@ def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], 
     identifies the call's shape class for autotune. `like` need not be a tensor: then prepare() or
     torch says what is wrong with it.
     """
-    device = like.device if isinstance(like, torch.Tensor) else _CPU
     if backend == "auto":
-        if device.type != "cuda":
-            _note(op, "torch", f"auto: {device.type} tensors run torch's own kernels (ours are references there)")
+        if not (isinstance(like, torch.Tensor) and like.is_cuda):  # the hot path on CPU: nothing else runs
+            if _RECORDING:
+                kind = like.device.type if isinstance(like, torch.Tensor) else type(like).__name__
+                _note(op, "torch", f"auto: {kind} tensors run torch's own kernels (ours are references there)")
             return run_torch()
+        device = like.device
         if _AUTOTUNE["enabled"] and key is not None and not torch.compiler.is_compiling():
             return _autotuned(op, device, prepare, run_torch, key())
         chosen, reason = _policy_choice(op, device)
@@ -249,6 +251,7 @@ def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], 
     if backend == "torch":
         _note(op, "torch", "requested")
         return run_torch()
+    device = like.device if isinstance(like, torch.Tensor) else _CPU
     reason = unavailable_reason(backend, device)
     if reason is not None:
         raise RuntimeError(f"{op}: backend {backend!r} is unavailable: {reason}")

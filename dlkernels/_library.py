@@ -16,17 +16,26 @@ LIBRARY = torch.library.Library("dlk", "DEF")
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
 
 
-def _needs_grad(args) -> bool:
-    for value in args:
-        if isinstance(value, torch.Tensor) and value.requires_grad:
-            return True
-        if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) and v.requires_grad for v in value):
-            return True
-    return False
+class DlkOp:
+    """dlk::<name> as the ops call it: the OpOverload, but a call that needs no gradient skips the
+    Python Autograd kernel (a few µs per call) by dispatching below autograd itself. Under
+    torch.compile the op is called as it is, so tracing sees the dispatcher's view."""
+
+    __slots__ = ("overload", "_needs_grad")
+
+    def __init__(self, overload, needs_grad: Callable | None):
+        self.overload, self._needs_grad = overload, needs_grad
+
+    def __call__(self, *args):
+        if self._needs_grad is None or torch.compiler.is_compiling() or \
+                torch.is_grad_enabled() and self._needs_grad(args):
+            return self.overload(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return self.overload(*args)
 
 
 def define(schema: str, impl: Callable, fake: Callable, *, setup_context: Callable | None = None,
-           backward: Callable | None = None) -> torch._ops.OpOverload:
+           backward: Callable | None = None) -> DlkOp:
     """Define dlk::<name> from `schema` ("name(Tensor x, int[] k, ...) -> Tensor") and register it.
 
     `setup_context(ctx, inputs, output)` and `backward(ctx, *grad_outputs)` follow
@@ -39,12 +48,11 @@ def define(schema: str, impl: Callable, fake: Callable, *, setup_context: Callab
     LIBRARY.impl(name, impl, "CPU")
     LIBRARY.impl(name, impl, "CUDA")
     torch.library.register_fake(f"dlk::{name}", fake, lib=LIBRARY)
-    if backward is not None:
-        _register_autograd(name, op, setup_context, backward)
-    return op
+    needs_grad = None if backward is None else _register_autograd(name, op, setup_context, backward)
+    return DlkOp(op, needs_grad)
 
 
-def _register_autograd(name: str, op, setup_context: Callable, backward: Callable) -> None:
+def _register_autograd(name: str, op, setup_context: Callable, backward: Callable) -> Callable:
     def forward(*args):
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
@@ -55,9 +63,22 @@ def _register_autograd(name: str, op, setup_context: Callable, backward: Callabl
         "backward": staticmethod(backward),
     })
 
+    # Which arguments can carry a gradient, read once from the schema: the per-call check then looks
+    # at those alone (this kernel runs on every call, gradient or not).
+    types = [str(argument.type) for argument in op._schema.arguments]
+    tensors = [i for i, kind in enumerate(types) if "Tensor" in kind and not kind.startswith("List")]
+    tensor_lists = [i for i, kind in enumerate(types) if "Tensor" in kind and kind.startswith("List")]
+
+    def needs_grad(args) -> bool:
+        for i in tensors:
+            if args[i] is not None and args[i].requires_grad:
+                return True
+        return any(t is not None and t.requires_grad for i in tensor_lists for t in args[i])
+
     def autograd_kernel(keyset, *args):
-        if torch.is_grad_enabled() and _needs_grad(args):
+        if torch.is_grad_enabled() and needs_grad(args):
             return function.apply(*args)
         return op.redispatch(keyset & _BELOW_AUTOGRAD, *args)
 
     LIBRARY.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    return needs_grad
