@@ -273,8 +273,16 @@ def _autotuned(op: str, device: torch.device, prepare, run_torch, shape_key: Has
         with torch.no_grad():
             times = {name: _elapsed(run, device) for name, run in candidates.items()}
         chosen = _AUTOTUNED[cache_key] = min(times, key=times.get)
-    _note(op, chosen, "autotune: fastest of " + ", ".join(sorted({"torch", *available_backends(device)})))
-    return run_torch() if chosen == "torch" else prepare(chosen)()
+    if chosen != "torch":
+        try:
+            run = prepare(chosen)
+        except (TypeError, ValueError, NotImplementedError) as unsupported:
+            _note(op, "torch", f"autotune: {chosen} won this shape class but does not cover this call ({unsupported})")
+            return run_torch()
+        _note(op, chosen, "autotune: fastest of torch and " + ", ".join(available_backends(device)))
+        return run()
+    _note(op, "torch", "autotune: fastest of torch and " + ", ".join(available_backends(device)))
+    return run_torch()
 
 
 # ----------------------------------------------------------- before the ops moved to dispatch
