@@ -166,11 +166,12 @@ def explain(fn: Callable[..., Any], *args, **kwargs) -> Explanation:
 
 
 # ---------------------------------------------------------------------- the "auto" policy
-# Measured choices per GPU class, written by the benchmark tool from committed results
-# (dlkernels/auto_policy.json: {"<device name>": {"<op>": "<backend>"}}). Absent or silent for a
-# device, "auto" runs torch there: no GPU run has yet shown one of ours faster.
+# Measured choices per GPU, written by `python -m dlkernels.bench policy` from committed results:
+# {"<GPU name>": {"<op>": {"<dtype>/<layout>": "<backend>"}}} (see dlkernels/bench/policy.py). Absent
+# or silent for a device, op or class, "auto" runs torch there: nothing of ours is trusted unmeasured.
 _POLICY_FILE = Path(__file__).with_name("auto_policy.json")
-_POLICY: dict[str, dict[str, str]] = json.loads(_POLICY_FILE.read_text()) if _POLICY_FILE.exists() else {}
+_POLICY: dict[str, dict[str, dict[str, str]]] = \
+    json.loads(_POLICY_FILE.read_text()) if _POLICY_FILE.exists() else {}
 _DEVICE_NAMES: dict[int, str] = {}
 
 _AUTOTUNE = {"enabled": False}
@@ -196,12 +197,26 @@ def _device_name(device: torch.device) -> str:
     return _DEVICE_NAMES[index]
 
 
-def _policy_choice(op: str, device: torch.device) -> tuple[str, str]:
-    name = _device_name(device)
-    chosen = _POLICY.get(name, {}).get(op)
-    if chosen is not None and unavailable_reason(chosen, device) is None:
-        return chosen, f"auto: committed results on {name} show {chosen} at least as fast as torch"
-    return "torch", f"auto: no committed results on {name} show ours at least as fast as torch"
+def _layout_name(tensor: torch.Tensor) -> str | None:
+    if tensor.dim() != 4:
+        return None  # the benchmark's other layouts (e.g. attention's) are not readable off one tensor
+    return "channels_last" if tensor.is_contiguous(memory_format=torch.channels_last) \
+        and not tensor.is_contiguous() else "nchw"
+
+
+def _policy_choice(op: str, like: torch.Tensor) -> tuple[str, str]:
+    name = _device_name(like.device)
+    classes = _POLICY.get(name, {}).get(op, {})
+    dtype = str(like.dtype).removeprefix("torch.")
+    layout = _layout_name(like)
+    if layout is not None:
+        chosen = classes.get(f"{dtype}/{layout}")
+    else:  # one answer for the dtype whatever the layout, or none
+        answers = {backend for key, backend in classes.items() if key.split("/")[0] == dtype}
+        chosen = answers.pop() if len(answers) == 1 else None
+    if chosen is not None and unavailable_reason(chosen, like.device) is None:
+        return chosen, f"auto: committed results on {name} show {chosen} at least as fast as torch ({dtype})"
+    return "torch", f"auto: no committed results on {name} show ours at least as fast as torch ({dtype})"
 
 
 def _elapsed(run: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
@@ -236,7 +251,7 @@ def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], 
         device = like.device
         if _AUTOTUNE["enabled"] and key is not None and not torch.compiler.is_compiling():
             return _autotuned(op, device, prepare, run_torch, key())
-        chosen, reason = _policy_choice(op, device)
+        chosen, reason = _policy_choice(op, like)
         if chosen == "torch":
             _note(op, "torch", reason)
             return run_torch()

@@ -26,7 +26,7 @@ def gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(_backends, "_POLICY", {})
     _backends.autotune(False)
-    yield torch.zeros(2).as_subclass(PretendCuda)
+    yield torch.zeros(2, 3, 4).as_subclass(PretendCuda)
     _backends.autotune(False)
 
 
@@ -59,7 +59,7 @@ def test_auto_on_a_gpu_without_committed_results_runs_torch(gpu):
 
 
 def test_auto_follows_committed_results_and_falls_back_where_ours_do_not_cover(gpu, monkeypatch):
-    monkeypatch.setattr(_backends, "_POLICY", {"Pretend GPU": {"toy": "triton"}})
+    monkeypatch.setattr(_backends, "_POLICY", {"Pretend GPU": {"toy": {"float32/bhsd": "triton"}}})
     assert _call(gpu) == "triton"
     explanation = dlkernels.explain(_call, gpu, refuse=("triton",))
     assert explanation.result == "torch"
@@ -99,3 +99,27 @@ def test_explain_nests_and_reports_each_call():
     outer = dlkernels.explain(lambda: [_call(torch.zeros(1)), dlkernels.explain(_call, torch.zeros(1))])
     assert [d.op for d in outer] == ["toy"] and [d.op for d in outer.result[1]] == ["toy"]
     assert "toy" in str(outer) and "torch" in str(outer)
+
+
+def test_policy_is_per_dtype_and_layout(gpu, monkeypatch):
+    monkeypatch.setattr(_backends, "_POLICY", {"Pretend GPU": {"toy": {"float16/channels_last": "cuda",
+                                                                       "float16/nchw": "triton"}}})
+    image = torch.zeros(2, 3, 4, 5, dtype=torch.float16)
+    assert _call(image.as_subclass(PretendCuda)) == "triton"
+    assert _call(image.contiguous(memory_format=torch.channels_last).as_subclass(PretendCuda)) == "cuda"
+    assert _call(image.float().as_subclass(PretendCuda)) == "torch"  # float32 unmeasured
+
+
+def test_policy_is_derived_from_results_conservatively():
+    from dlkernels.bench.policy import derive
+
+    def row(backend, speedup, dtype="float16", layout="nchw", direction="fwd", error=None):
+        return {"op": "conv2d", "backend": backend, "speedup": speedup, "dtype": dtype, "layout": layout,
+                "direction": direction, "error": error}
+    report = {"device": "H100", "cases": [
+        row("torch", 1.0), row("cuda", 1.3), row("triton", 1.1), row("cuda", 1.2, direction="bwd"),
+        row("triton", 1.5, direction="bwd"),  # both always faster: the better geomean wins (triton)
+        row("cuda", 2.0, layout="channels_last"), row("cuda", 0.9, layout="channels_last", direction="bwd"),
+        row("cuda", 1.5, dtype="bfloat16"), row("cuda", None, dtype="bfloat16", error="boom"),
+    ]}
+    assert derive([report, {"device": "cpu", "cases": []}]) == {"H100": {"conv2d": {"float16/nchw": "triton"}}}

@@ -226,8 +226,9 @@ def print_committed_tables(results_dir: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dlkernels.bench", description=__doc__.split("\n\n")[1])
-    parser.add_argument("command", nargs="?", choices=["run", "readme"], default="run",
-                        help="run: benchmark (GPU) or correctness matrix (CPU); readme: rewrite README tables")
+    parser.add_argument("command", nargs="?", choices=["run", "readme", "policy"], default="run",
+                        help="run: benchmark (GPU) or correctness matrix (CPU); readme: rewrite README tables; "
+                             "policy: rewrite dlkernels/auto_policy.json (what auto runs per GPU) from the results")
     parser.add_argument("--ops", default=",".join(OP_MODULES),
                         help=f"comma-separated op families ({', '.join(OP_MODULES)}), or "
                              f"{', '.join(STANDALONE_MODULES)} (host time per call, not in the default)")
@@ -241,6 +242,12 @@ def main(argv=None) -> int:
     if args.command == "readme":
         changed = readme.update(results_dir=args.out)
         print("README.md speed tables " + ("updated" if changed else "already up to date"))
+        return 0
+    if args.command == "policy":
+        from dlkernels.bench import policy
+
+        chosen = policy.write(args.out)
+        print(f"{policy.POLICY_FILE}: ours where measured at least as fast as torch: {chosen or 'nowhere yet'}")
         return 0
     names = [name.strip() for name in args.ops.split(",") if name.strip()]
     modules = [load(name) for name in names if name not in STANDALONE_MODULES]
