@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 CPU_TORCH := torch==2.13.0
 DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark ninja pybind11 tqdm matplotlib scikit-learn
 
-.PHONY: test bench build venv clean
+.PHONY: test bench build native venv clean
 
 $(VENV)/.ready:
 	@if $(PYTHON) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
@@ -25,8 +25,15 @@ $(VENV)/.ready:
 
 venv: $(VENV)/.ready
 
+# setup.py builds the native libraries (dlkernels/lib/libdlk_*.so, via csrc/build.py) and, while it
+# exists, the torch extension dlkernels._C. DLK_CUDA=0|1|auto and DLK_CUDA_ARCH pass through.
 build: venv
 	$(PY) -m pip install -q -e . --no-build-isolation
+	@test -f dlkernels/lib/libdlk_cpu.so || { echo "build: dlkernels/lib/libdlk_cpu.so was not built"; exit 1; }
+
+# Only the native libraries (no pip, no torch): python csrc/build.py --help for the options.
+native: venv
+	$(PY) csrc/build.py
 
 test: build
 	$(PY) -m pytest tests -q -rs
@@ -35,4 +42,4 @@ bench: build
 	$(PY) -m dlkernels.bench
 
 clean:
-	rm -rf build *.egg-info dlkernels/*.so $(VENV)
+	rm -rf build *.egg-info dlkernels/*.so dlkernels/lib $(VENV)
