@@ -184,3 +184,28 @@ def test_cpu_library_follows_torch_thread_count():
             assert _native._cpu_threads[0] == threads
     finally:
         torch.set_num_threads(before)
+
+
+BUILD_SCRIPT_WITHOUT_TORCH = """
+import importlib.util, sys
+from pathlib import Path
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+spec = importlib.util.spec_from_file_location("dlk_build", sys.argv[1])
+build = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(build)
+out = Path(sys.argv[2])
+print(build.ninja_file(out, out / "lib", "g++", Path("/opt/cuda/bin/nvcc"), build.parse_archs("80;90a")))
+"""
+
+
+def test_build_script_needs_no_torch_and_asks_for_sass_and_forward_ptx(tmp_path):
+    result = subprocess.run([sys.executable, "-c", BUILD_SCRIPT_WITHOUT_TORCH, str(ROOT / "csrc" / "build.py"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    ninja = result.stdout
+    assert "-gencode=arch=compute_80,code=sm_80" in ninja and "-gencode=arch=compute_90a,code=sm_90a" in ninja
+    # PTX of the highest arch without its "a": arch-specific PTX would not JIT on newer GPUs.
+    assert "-gencode=arch=compute_90,code=compute_90" in ninja and "code=compute_90a" not in ninja
+    assert "-cudart static" in ninja and ninja.count("--version-script") == 2
+    for source in ("cpu/pool2d.cpp", "capi/pool2d_cpu.cpp", "cuda/pool2d.cu", "capi/pool2d_cuda.cpp"):
+        assert f"{ROOT / 'csrc' / source}" in ninja, source
