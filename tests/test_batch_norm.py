@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import dlkernels
+from opinfo_samples import check_against_torch
 from helpers import CPU_BACKENDS, DTYPES, GPU_BACKENDS, LAYOUTS, assert_close, in_layout, is_channels_last
 
 STAT_TOL = dict(rtol=1e-4, atol=1e-5)  # fp32 statistics vs the float64 reference
@@ -116,7 +117,7 @@ def test_half_parameters_and_running_stats(backend):
 
 # ------------------------------------------------------------------------- modules
 def _module_pair(**kwargs):
-    ours = dlkernels.nn.BatchNormReLU2d(6, **kwargs, backend="cpu")
+    ours = dlkernels.nn.BatchNormReLU2d(6, **kwargs, backend="reference")
     ref = torch.nn.BatchNorm2d(6, **kwargs)
     ref.load_state_dict(ours.state_dict()) if kwargs.get("track_running_stats", True) else None
     return ours, ref
@@ -149,7 +150,7 @@ def test_convert_keeps_batch_norm_without_bias():
     model.train()(torch.randn(4, 3, 5, 5))  # non-trivial running statistics
     x = torch.randn(2, 3, 5, 5, requires_grad=True)
     expected = model.eval()(x)
-    ours = dlkernels.convert(copy.deepcopy(model), backend="cpu")
+    ours = dlkernels.convert(copy.deepcopy(model), backend="reference")
     assert type(ours[1]) is dlkernels.nn.BatchNormReLU2d and ours[1].bias is None
     assert ours.state_dict().keys() == model.state_dict().keys()
     torch.testing.assert_close(ours(x), expected)
@@ -158,7 +159,7 @@ def test_convert_keeps_batch_norm_without_bias():
 def test_module_loads_torch_state_dict_and_fuses_residual():
     ref = torch.nn.BatchNorm2d(6)
     ref.train()(torch.randn(8, 6, 4, 4))  # non-trivial running statistics
-    ours = dlkernels.nn.BatchNormAddReLU2d(6, backend="cpu")
+    ours = dlkernels.nn.BatchNormAddReLU2d(6, backend="reference")
     ours.load_state_dict(ref.state_dict())
     ours.eval(), ref.eval()
     x, residual = torch.randn(2, 6, 4, 4), torch.randn(2, 6, 4, 4)
@@ -169,7 +170,7 @@ def test_module_loads_torch_state_dict_and_fuses_residual():
 def test_torch_compile_training_step_matches_torch():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-    ours = torch.nn.Sequential(conv, dlkernels.nn.BatchNormReLU2d(8, backend="cpu"))
+    ours = torch.nn.Sequential(conv, dlkernels.nn.BatchNormReLU2d(8, backend="reference"))
     ref = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
     ref.load_state_dict(ours.state_dict())
     compiled = torch.compile(ours, fullgraph=True)
@@ -207,6 +208,7 @@ def _call(**overrides):
     args = dict(input=torch.randn(2, 3, 4, 4), running_mean=torch.zeros(3), running_var=torch.ones(3),
                 weight=torch.ones(3), bias=torch.zeros(3), training=True)
     kwargs = {k: overrides.pop(k) for k in ("residual", "activation", "backend") if k in overrides}
+    kwargs.setdefault("backend", "reference")  # our validation: auto would run torch on CPU
     args.update(overrides)
     return lambda: dlkernels.batch_norm_relu(**args, **kwargs)
 
@@ -237,6 +239,75 @@ def test_bad_input_raises_clear_error(call, error, message):
         call()
 
 
+# ---------------------------------------------------------------------- auto and torch
+def _as_torch_batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                         eps=1e-5, *, backend):
+    """F.batch_norm's signature on our op."""
+    return dlkernels.batch_norm_relu(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                                     activation=None, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", *CPU_BACKENDS])
+def test_opinfo_samples_give_torchs_result_or_error(backend):
+    counts = check_against_torch("nn.functional.batch_norm", _as_torch_batch_norm, backend)
+    assert counts["same"] > 0
+    if backend in ("auto", "torch"):
+        assert counts["unsupported"] == 0
+
+
+AUTO_RUNS_TORCH = [  # torch accepts these; ours do not cover them
+    dict(input=torch.randn(4, 3, 5), momentum=-0.5),
+    dict(input=torch.randn(0)),
+]
+
+
+@pytest.mark.parametrize("call", AUTO_RUNS_TORCH, ids=["negative momentum", "1-D empty input"])
+def test_auto_runs_torch_where_ours_do_not_cover(call):
+    channels = call["input"].shape[1] if call["input"].dim() > 1 else 0
+    results = []
+    for backend in ("auto", "torch"):
+        stats = [torch.zeros(channels), torch.ones(channels)]
+        out = dlkernels.batch_norm_relu(call["input"], *stats, training=True, momentum=call.get("momentum", 0.1),
+                                        backend=backend)
+        results.append((out, *stats))
+    torch.testing.assert_close(results[0], results[1])
+    stats = [torch.zeros(channels), torch.ones(channels)]
+    expected = F.batch_norm(call["input"], *stats, training=True, momentum=call.get("momentum", 0.1)).relu()
+    torch.testing.assert_close(results[0][0], expected)
+    torch.testing.assert_close(list(results[0][1:]), stats)  # running stats updated once, as torch does
+    with pytest.raises(ValueError):
+        dlkernels.batch_norm_relu(call["input"], torch.zeros(channels), torch.ones(channels), training=True,
+                                  momentum=call.get("momentum", 0.1), backend="reference")
+
+
+def test_torch_backend_composes_residual_and_activation():
+    torch.manual_seed(0)
+    x, residual = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    weight, bias = torch.randn(3), torch.randn(3)
+    for activation in ("relu", None):
+        stats, ref_stats = [torch.zeros(3), torch.ones(3)], [torch.zeros(3), torch.ones(3)]
+        out = dlkernels.batch_norm_relu(x, *stats, weight, bias, True, 0.2, residual=residual,
+                                        activation=activation, backend="torch")
+        expected = F.batch_norm(x, *ref_stats, weight, bias, True, 0.2) + residual
+        torch.testing.assert_close(out, expected.relu() if activation else expected)
+        torch.testing.assert_close(stats, ref_stats)
+    with pytest.raises(ValueError, match="activation must be"):
+        dlkernels.batch_norm_relu(x, None, None, training=True, activation="gelu", backend="torch")
+
+
+def test_explain_names_the_backend():
+    x = torch.randn(4, 3, 5, 5)
+    for backend, reason in (("auto", "cpu tensors run torch"), ("torch", "requested"), ("reference", "requested")):
+        stats = [torch.zeros(3), torch.ones(3)]
+        explanation = dlkernels.explain(dlkernels.batch_norm_relu, x, *stats, training=True, backend=backend)
+        assert [(d.op, d.backend) for d in explanation] == [("batch_norm_relu", "torch" if backend == "auto"
+                                                                                 else backend)]
+        assert reason in explanation[0].reason
+        # Running statistics moved exactly once: momentum 0.1 of the way to the batch statistics.
+        expected = 0.1 * x.mean((0, 2, 3))
+        torch.testing.assert_close(stats[0], expected, **STAT_TOL)
+
+
 # ------------------------------------------------------------------------------ GPU
 GPU_SHAPES = [(32, 64, 112, 112), (32, 256, 56, 56), (32, 512, 28, 28), (32, 2048, 7, 7)]  # ResNet-50 BN layers
 
@@ -258,7 +329,7 @@ def test_convert_fuses_batch_norm_relu_in_sequential():
     model.train()(torch.randn(4, 3, 8, 8, dtype=torch.float64))  # non-trivial running statistics
     keys, x = model.state_dict().keys(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
     expected = model.eval()(x)
-    converted = dlkernels.convert(model, backend="cpu")
+    converted = dlkernels.convert(model, backend="reference")
     assert isinstance(converted[1], dlkernels.nn.BatchNormReLU2d) and converted[1].activation == "relu"
     assert isinstance(converted[2], torch.nn.Identity)
     assert converted[3].activation is None and converted[3].running_mean.dtype == torch.float64

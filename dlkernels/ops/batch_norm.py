@@ -13,7 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dlkernels._backends import implementation, resolve_backend
+import torch.nn.functional as F
+
+from dlkernels._backends import dispatch, implementation
+from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of
 
 ACTIVATIONS = ("relu", None)
@@ -27,34 +30,32 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.custom_op("dlk::batch_norm_stats", mutates_args=("running_mean", "running_var"))
-def _batch_norm_stats(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
-                      eps: float, channels_last: bool, backend: str) -> tuple[Tensor, Tensor]:
+def _batch_norm_stats_impl(x, running_mean, running_var, momentum, eps, channels_last, backend):
     return _impl(backend).batch_norm_stats(x, running_mean, running_var, momentum, eps, channels_last)
 
 
-@_batch_norm_stats.register_fake
-def _(x, running_mean, running_var, momentum, eps, channels_last, backend):
+def _batch_norm_stats_fake(x, running_mean, running_var, momentum, eps, channels_last, backend):
     stat = x.new_empty(x.shape[1], dtype=_stat_dtype(x.dtype))
     return stat, torch.empty_like(stat)
 
 
-@torch.library.custom_op("dlk::batch_norm_relu", mutates_args=())
-def _batch_norm_relu(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None,
-                     residual: Tensor | None, batch_stats: bool, relu: bool, channels_last: bool,
-                     backend: str) -> Tensor:
+# Mutates the running statistics, so no autograd formula: it runs on a detached input.
+_batch_norm_stats = define(
+    "batch_norm_stats(Tensor x, Tensor(a!)? running_mean, Tensor(b!)? running_var, float momentum, float eps, "
+    "bool channels_last, str backend) -> (Tensor, Tensor)",
+    _batch_norm_stats_impl, _batch_norm_stats_fake)
+
+
+def _batch_norm_relu_impl(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
     return _impl(backend).batch_norm_apply(x, mean, invstd, weight, bias, residual, relu, channels_last)
 
 
-@_batch_norm_relu.register_fake
-def _(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
+def _batch_norm_relu_fake(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
     return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-@torch.library.custom_op("dlk::batch_norm_relu_backward", mutates_args=())
-def _batch_norm_relu_backward(grad_output: Tensor, output: Tensor | None, x: Tensor, mean: Tensor, invstd: Tensor,
-                              weight: Tensor | None, batch_stats: bool, relu: bool, want_grad_residual: bool,
-                              channels_last: bool, backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _batch_norm_relu_backward_impl(grad_output, output, x, mean, invstd, weight, batch_stats, relu,
+                                   want_grad_residual, channels_last, backend):
     impl = _impl(backend)
     sum_dy, sum_dy_xhat = impl.batch_norm_backward_reduce(grad_output, output, x, mean, invstd, relu, channels_last)
     grad_input, grad_residual = impl.batch_norm_backward_apply(
@@ -64,11 +65,17 @@ def _batch_norm_relu_backward(grad_output: Tensor, output: Tensor | None, x: Ten
     return grad_input, sum_dy_xhat, sum_dy, grad_residual
 
 
-@_batch_norm_relu_backward.register_fake
-def _(grad_output, output, x, mean, invstd, weight, batch_stats, relu, want_grad_residual, channels_last, backend):
+def _batch_norm_relu_backward_fake(grad_output, output, x, mean, invstd, weight, batch_stats, relu, want_grad_residual, channels_last, backend):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     grad_residual = torch.empty_like(x, memory_format=fmt) if want_grad_residual else x.new_empty(0)
     return torch.empty_like(x, memory_format=fmt), torch.empty_like(mean), torch.empty_like(mean), grad_residual
+
+
+_batch_norm_relu_backward = define(
+    "batch_norm_relu_backward(Tensor grad_output, Tensor? output, Tensor x, Tensor mean, Tensor invstd, "
+    "Tensor? weight, bool batch_stats, bool relu, bool want_grad_residual, bool channels_last, str backend) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+    _batch_norm_relu_backward_impl, _batch_norm_relu_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -89,7 +96,10 @@ def _backward(ctx, grad_output):
             grad_bias if needs[4] else None, grad_residual if needs[5] else None, None, None, None, None)
 
 
-_batch_norm_relu.register_autograd(_backward, setup_context=_setup_context)
+_batch_norm_relu = define(
+    "batch_norm_relu(Tensor x, Tensor mean, Tensor invstd, Tensor? weight, Tensor? bias, Tensor? residual, "
+    "bool batch_stats, bool relu, bool channels_last, str backend) -> Tensor",
+    _batch_norm_relu_impl, _batch_norm_relu_fake, setup_context=_setup_context, backward=_backward)
 
 
 # ------------------------------------------------------------------------- public API
@@ -150,11 +160,36 @@ def batch_norm_relu(input: Tensor, running_mean: Tensor | None, running_var: Ten
                     activation: str | None = "relu", backend: str = "auto") -> Tensor:
     """act(F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps) + residual).
 
-    Running statistics are updated in place when training, exactly as torch does (unbiased variance).
-    Statistics and parameters are computed in fp32 (fp64 for float64 input) whatever their dtype.
+    `backend` is "auto", "cuda", "triton", "reference" or "torch" (F.batch_norm, then the residual add and
+    the activation). Running statistics are updated in place when training, exactly as torch does
+    (unbiased variance), once per call. Ours compute statistics in fp32 (fp64 for float64 input).
     """
-    _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation)
-    backend = resolve_backend("batch_norm_relu", backend, input.device)
+    def prepare(chosen: str):
+        _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation)
+        return lambda: _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum,
+                                             eps, residual, activation, chosen)
+
+    def run_torch():
+        if activation is not None and activation != "relu":
+            raise ValueError(f"batch_norm_relu: activation must be 'relu' or None, got {activation!r}")
+        out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        if residual is not None:
+            out = out + residual
+        return out if activation is None else torch.relu(out)
+
+    # Training updates the running statistics: autotune must not time (and so repeat) such calls.
+    key = None if training else (lambda: _key(input, running_mean, weight, bias, residual, activation))
+    return dispatch("batch_norm_relu", backend, input, prepare, run_torch, key=key)
+
+
+def _key(input: Tensor, running_mean, weight, bias, residual, activation):
+    """The shape class of an eval-mode call, for autotune."""
+    return (tuple(input.shape), input.stride(), input.dtype, running_mean is None, weight is None, bias is None,
+            residual is None, activation)
+
+
+def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum, eps, residual,
+                          activation, backend):
     shape = input.shape
     # (N, C) and (N, C, L) inputs are (N, C, L, 1) images for the kernels.
     x = input.reshape(*shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
