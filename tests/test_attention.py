@@ -7,6 +7,7 @@ happens to be exact cannot fail a correct kernel). Gradients are held to the sam
 autograd. Dropout is checked exactly: the reference rebuilds the kernels' keep mask with a NumPy port
 of the Philox rule in csrc/include/dlk/attention.h.
 """
+import functools
 import importlib
 import math
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 import dlkernels
 from helpers import CPU_BACKENDS, GPU_BACKENDS, HAS_CUDA
+from opinfo_samples import check_against_torch, opinfo
 
 attention_ops = importlib.import_module("dlkernels.ops.attention")
 
@@ -25,7 +27,7 @@ KERNEL_DTYPES = [torch.float16, torch.bfloat16, torch.float32]
 ALL_DTYPES = [*KERNEL_DTYPES, torch.float64]
 
 
-def dtype_params(backends_with_float64=("cpu",)):
+def dtype_params(backends_with_float64=("reference",)):
     """(backend, dtype) pairs: float64 only where the backend supports it."""
     pairs = []
     for backend in CPU_BACKENDS:
@@ -167,7 +169,7 @@ def test_matches_math(backend, dtype, case, causal):
 def test_float64_uses_the_exact_scale():
     """1/sqrt(96) and 0.3 are not floats: a float64 call (the C++ reference) must not round them; the kernels'
     float32 scale would leave a 1e-8 relative error, far above float64's."""
-    backend = "cpu"
+    backend = "reference"
     q, k, v = make_qkv(1, 2, 2, 16, 16, 96, torch.float64)
     for scale in (None, 0.3):
         out = dlkernels.attention(q, k, v, scale=scale, backend=backend)
@@ -268,7 +270,7 @@ def test_dropout_keep_rate():
 def test_varlen_dropout_counter(backend):
     """Packed batches number dropout elements by global query token (dlk/attention.h's dropout_counter)."""
     p, lengths = 0.3, [6, 10]
-    q = torch.randn(16, 2, 32, dtype=torch.float64 if backend == "cpu" else torch.float32)
+    q = torch.randn(16, 2, 32, dtype=torch.float64 if backend == "reference" else torch.float32)
     k, v = torch.randn(2, 16, 2, 32, dtype=q.dtype)
     cu = torch.tensor([0, 6, 16], dtype=torch.int32)
     torch.manual_seed(5)
@@ -396,7 +398,7 @@ def test_multihead_attention_with_a_head_dim_the_kernels_lack_runs_torch():
     assert type(converted.self_attn) is torch.nn.MultiheadAttention
     torch.testing.assert_close(converted(x), expected)
     reference = torch.nn.MultiheadAttention(64, 4, batch_first=True)
-    ours = dlkernels.nn.MultiheadAttention(64, 4, batch_first=True, backend="cpu")
+    ours = dlkernels.nn.MultiheadAttention(64, 4, batch_first=True, backend="reference")
     ours.load_state_dict(reference.state_dict())
     torch.testing.assert_close(ours(x, x, x, need_weights=False)[0], reference(x, x, x, need_weights=False)[0])
 
@@ -414,13 +416,13 @@ def test_opcheck(backend):
 
 
 def test_torch_compile_matches_eager():
-    layer = dlkernels.nn.MultiheadAttention(64, 2, batch_first=True, backend="cpu")
+    layer = dlkernels.nn.MultiheadAttention(64, 2, batch_first=True, backend="reference")
     x = torch.randn(2, 9, 64)
 
     def model(x):
         out, _ = layer(x, x, x, need_weights=False)
         return dlkernels.attention(out.unflatten(-1, (2, 32)).transpose(1, 2), *(
-            t.unflatten(-1, (2, 32)).transpose(1, 2) for t in (x, x)), causal=True, backend="cpu")
+            t.unflatten(-1, (2, 32)).transpose(1, 2) for t in (x, x)), causal=True, backend="reference")
 
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     xc = x.clone().requires_grad_(True)
@@ -437,54 +439,58 @@ def _qkv(shape_q=(1, 2, 4, 32), shape_k=(1, 2, 4, 32), dtype=torch.float32):
     return torch.randn(shape_q, dtype=dtype), torch.randn(shape_k, dtype=dtype), torch.randn(shape_k, dtype=dtype)
 
 
+# Bad inputs pin the reference backend: they test OUR validation (auto on CPU runs torch, errors included).
+attention_reference = functools.partial(dlkernels.attention, backend="reference")
+sdpa_reference = functools.partial(dlkernels.scaled_dot_product_attention, backend="reference")
+
 BAD_CALLS = {
-    "head-dim-mismatch": (lambda: dlkernels.attention(torch.randn(1, 2, 4, 32), torch.randn(1, 2, 4, 64),
+    "head-dim-mismatch": (lambda: attention_reference(torch.randn(1, 2, 4, 32), torch.randn(1, 2, 4, 64),
                                                       torch.randn(1, 2, 4, 64)), ValueError, "share the head dim"),
-    "unsupported-head-dim": (lambda: dlkernels.attention(*_qkv((1, 2, 4, 48), (1, 2, 4, 48))), ValueError,
+    "unsupported-head-dim": (lambda: attention_reference(*_qkv((1, 2, 4, 48), (1, 2, 4, 48))), ValueError,
                              "head_dim 48 is not supported"),
-    "heads-not-divisible": (lambda: dlkernels.attention(*_qkv((1, 3, 4, 32), (1, 2, 4, 32))), ValueError,
+    "heads-not-divisible": (lambda: attention_reference(*_qkv((1, 3, 4, 32), (1, 2, 4, 32))), ValueError,
                             "multiple of the number of key/value heads"),
-    "batch-mismatch": (lambda: dlkernels.attention(*_qkv((2, 2, 4, 32), (1, 2, 4, 32))), ValueError, "batch size"),
-    "wrong-rank": (lambda: dlkernels.attention(*_qkv((2, 4, 32), (2, 4, 32))), ValueError, "must be 4-D"),
-    "dtype-mismatch": (lambda: dlkernels.attention(torch.randn(1, 2, 4, 32), *_qkv(dtype=torch.float16)[1:]),
+    "batch-mismatch": (lambda: attention_reference(*_qkv((2, 2, 4, 32), (1, 2, 4, 32))), ValueError, "batch size"),
+    "wrong-rank": (lambda: attention_reference(*_qkv((2, 4, 32), (2, 4, 32))), ValueError, "must be 4-D"),
+    "dtype-mismatch": (lambda: attention_reference(torch.randn(1, 2, 4, 32), *_qkv(dtype=torch.float16)[1:]),
                        TypeError, "does not match q's"),
-    "int-dtype": (lambda: dlkernels.attention(*(torch.ones(1, 2, 4, 32, dtype=torch.int32),) * 3), TypeError,
+    "int-dtype": (lambda: attention_reference(*(torch.ones(1, 2, 4, 32, dtype=torch.int32),) * 3), TypeError,
                   "unsupported dtype"),
-    "empty": (lambda: dlkernels.attention(*_qkv((1, 2, 0, 32), (1, 2, 4, 32))), ValueError, "must not be empty"),
-    "mask-shape": (lambda: dlkernels.attention(*_qkv(), attn_mask=torch.ones(3, 4, dtype=torch.bool)), ValueError,
+    "empty": (lambda: attention_reference(*_qkv((1, 2, 0, 32), (1, 2, 4, 32))), ValueError, "must not be empty"),
+    "mask-shape": (lambda: attention_reference(*_qkv(), attn_mask=torch.ones(3, 4, dtype=torch.bool)), ValueError,
                    "does not broadcast"),
-    "mask-dtype": (lambda: dlkernels.attention(*_qkv(), attn_mask=torch.ones(4, 4, dtype=torch.int64)), TypeError,
+    "mask-dtype": (lambda: attention_reference(*_qkv(), attn_mask=torch.ones(4, 4, dtype=torch.int64)), TypeError,
                    "bool or floating point"),
-    "dropout-range": (lambda: dlkernels.attention(*_qkv(), dropout_p=1.0), ValueError, "dropout_p must be in"),
-    "cu-seqlens-start": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)),
+    "dropout-range": (lambda: attention_reference(*_qkv(), dropout_p=1.0), ValueError, "dropout_p must be in"),
+    "cu-seqlens-start": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)),
                                                      cu_seqlens_q=torch.tensor([1, 8], dtype=torch.int32),
                                                      cu_seqlens_k=torch.tensor([0, 8], dtype=torch.int32)),
                          ValueError, "must start at 0"),
-    "cu-seqlens-decreasing": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)),
+    "cu-seqlens-decreasing": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)),
                                                           cu_seqlens_q=torch.tensor([0, 5, 3, 8], dtype=torch.int32),
                                                           cu_seqlens_k=torch.tensor([0, 2, 4, 8], dtype=torch.int32)),
                               ValueError, "never decrease"),
-    "cu-seqlens-dtype": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)), cu_seqlens_q=torch.tensor([0, 8]),
+    "cu-seqlens-dtype": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)), cu_seqlens_q=torch.tensor([0, 8]),
                                                      cu_seqlens_k=torch.tensor([0, 8])), ValueError, "int32"),
-    "cu-seqlens-count": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)),
+    "cu-seqlens-count": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)),
                                                      cu_seqlens_q=torch.tensor([0, 4, 8], dtype=torch.int32),
                                                      cu_seqlens_k=torch.tensor([0, 8], dtype=torch.int32)),
                          ValueError, "same length"),
-    "cu-seqlens-one-side": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)),
+    "cu-seqlens-one-side": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)),
                                                         cu_seqlens_q=torch.tensor([0, 8], dtype=torch.int32)),
                             ValueError, "give both"),
-    "max-seqlen-too-small": (lambda: dlkernels.attention(*_qkv((8, 2, 32), (8, 2, 32)), max_seqlen_q=4,
+    "max-seqlen-too-small": (lambda: attention_reference(*_qkv((8, 2, 32), (8, 2, 32)), max_seqlen_q=4,
                                                          cu_seqlens_q=torch.tensor([0, 8], dtype=torch.int32),
                                                          cu_seqlens_k=torch.tensor([0, 8], dtype=torch.int32)),
                              ValueError, "smaller than the longest"),
-    "sdpa-mask-and-causal": (lambda: dlkernels.scaled_dot_product_attention(
+    "sdpa-mask-and-causal": (lambda: sdpa_reference(
         *_qkv(), attn_mask=torch.ones(4, 4, dtype=torch.bool), is_causal=True), ValueError, "cannot both be set"),
-    "sdpa-gqa-not-enabled": (lambda: dlkernels.scaled_dot_product_attention(*_qkv((1, 4, 4, 32), (1, 2, 4, 32))),
+    "sdpa-gqa-not-enabled": (lambda: sdpa_reference(*_qkv((1, 4, 4, 32), (1, 2, 4, 32))),
                              ValueError, "enable_gqa=True"),
-    "sdpa-batch-not-broadcastable": (lambda: dlkernels.scaled_dot_product_attention(*_qkv((2, 4, 4, 32),
+    "sdpa-batch-not-broadcastable": (lambda: sdpa_reference(*_qkv((2, 4, 4, 32),
                                                                                           (3, 4, 4, 32))),
                                      ValueError, "do not broadcast"),
-    "mask-requires-grad": (lambda: dlkernels.attention(*_qkv(), attn_mask=torch.zeros(4, 4, requires_grad=True)),
+    "mask-requires-grad": (lambda: attention_reference(*_qkv(), attn_mask=torch.zeros(4, 4, requires_grad=True)),
                            NotImplementedError, "attn_mask are not supported"),
     "backend": (lambda: dlkernels.attention(*_qkv(), backend="cudnn"), ValueError, "backend must be one of"),
 }
@@ -500,7 +506,7 @@ def test_bad_inputs_raise_clear_errors(case):
 @pytest.mark.skipif(HAS_CUDA, reason="the interpreter runs only without a GPU")
 def test_float64_is_for_the_cpu_reference_only():
     pytest.importorskip("triton")
-    with pytest.raises(TypeError, match="float64 is supported by the CPU reference only"):
+    with pytest.raises(TypeError, match="float64 is supported by the reference backend only"):
         dlkernels.attention(*_qkv(dtype=torch.float64), backend="triton")
 
 
@@ -663,3 +669,90 @@ def test_gpu_wgmma_requested_with_bias_or_dropout_falls_back(monkeypatch):
     torch.manual_seed(11)
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, dropout_p=0.2, backend="cuda"), q, k, v,
                        keep=keep, dropout_p=0.2)
+
+
+# ------------------------------------------------------------- auto, torch and OpInfo
+SDPA_OPINFO = "nn.functional.scaled_dot_product_attention"
+
+
+def _dropout_p(args, kwargs) -> float:
+    return kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
+
+
+def _sdpa_adapter(*args, backend, **kwargs):
+    """Runs a dropout sample as torch's OpInfo runs it (wrapper_set_seed: seed 42, RNG state restored), so
+    torch's masks agree; ours draw a Philox mask instead, which cannot match torch's values."""
+    if _dropout_p(args, kwargs) == 0:
+        return dlkernels.scaled_dot_product_attention(*args, backend=backend, **kwargs)
+    if backend not in ("auto", "torch"):
+        raise ValueError("dropout: ours draw a Philox mask, not torch's, so values cannot match torch's")
+    from torch.testing._internal.common_methods_invocations import wrapper_set_seed  # loaded by the OpInfo already
+    return wrapper_set_seed(dlkernels.scaled_dot_product_attention, *args, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "reference"])
+def test_sdpa_opinfo_samples_give_torchs_result_or_error(backend, monkeypatch):
+    # SDPA's OpInfo ships no error inputs (error_inputs_func None), which check_against_torch cannot skip yet
+    monkeypatch.setattr(opinfo(SDPA_OPINFO, ""), "error_inputs_func", lambda *args, **kwargs: iter(()))
+    counts = check_against_torch(SDPA_OPINFO, _sdpa_adapter, backend)
+    if backend == "reference":  # torch's samples have head_dim 8: ours must refuse them by name, never differ
+        assert counts["unsupported"] > 0, counts
+    else:  # auto and torch cover every sample torch does
+        assert counts["same"] > 0 and counts["unsupported"] == 0, counts
+
+
+def test_sdpa_auto_runs_torch_where_ours_refuse():
+    # head_dim 8 and q/k/v of different ranks: ours refuse by name, auto gives torch's answer
+    q8 = torch.randn(2, 3, 5, 8)
+    with pytest.raises(ValueError, match="head_dim 8 is not supported"):
+        dlkernels.scaled_dot_product_attention(q8, q8, q8, backend="reference")
+    torch.testing.assert_close(dlkernels.scaled_dot_product_attention(q8, q8, q8),
+                               F.scaled_dot_product_attention(q8, q8, q8), rtol=0, atol=0)
+    q, k = torch.randn(2, 3, 5, 32), torch.randn(3, 5, 32)
+    with pytest.raises(ValueError, match="same rank"):
+        dlkernels.scaled_dot_product_attention(q, k, k, backend="reference")
+    torch.testing.assert_close(dlkernels.scaled_dot_product_attention(q, k, k),
+                               F.scaled_dot_product_attention(q, k, k), rtol=0, atol=0)
+    # and torch's error where torch refuses
+    bad = torch.randn(2, 3, 5, 32), torch.randn(2, 3, 5, 16), torch.randn(2, 3, 5, 16)
+    with pytest.raises(RuntimeError) as from_torch:
+        F.scaled_dot_product_attention(*bad)
+    with pytest.raises(RuntimeError) as from_auto:
+        dlkernels.scaled_dot_product_attention(*bad)
+    assert str(from_auto.value) == str(from_torch.value)
+
+
+def test_auto_runs_torch_on_cpu_and_explain_names_the_backend():
+    q = torch.randn(1, 2, 4, 32)
+    explanation = dlkernels.explain(lambda: dlkernels.scaled_dot_product_attention(q, q, q)
+                                    + dlkernels.attention(q, q, q))
+    assert [(d.op, d.backend) for d in explanation] == [("scaled_dot_product_attention", "torch"),
+                                                        ("attention", "torch")]
+    assert "cpu tensors run torch" in explanation[0].reason
+    assert [d.backend for d in dlkernels.explain(dlkernels.attention, q, q, q, backend="reference")] == ["reference"]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_torch_backend_matches_ours(causal):
+    """backend="torch" composes torch ops with attention's conventions: GQA, bottom-right causal, masks with
+    fully masked rows giving 0, lse, packed varlen batches; gradients too."""
+    q, k, v = make_qkv(2, 4, 2, 5, 7, 32, torch.float64, requires_grad=True)
+    allowed = torch.rand(5, 7) > 0.3
+    allowed[1] = False  # a row that sees no key
+    mask = None if causal else allowed
+    ours = dlkernels.attention(q, k, v, causal=causal, attn_mask=mask, return_lse=True, backend="reference")
+    theirs = dlkernels.attention(q, k, v, causal=causal, attn_mask=mask, return_lse=True, backend="torch")
+    torch.testing.assert_close(theirs[0], ours[0])
+    finite = torch.isfinite(ours[1])
+    torch.testing.assert_close(theirs[1][finite], ours[1][finite].to(theirs[1].dtype))
+    grads_ours = torch.autograd.grad(ours[0].sum(), (q, k, v))
+    grads_torch = torch.autograd.grad(theirs[0].sum(), (q, k, v))
+    torch.testing.assert_close(grads_torch, grads_ours)
+
+    packed = torch.randn(9, 4, 32, dtype=torch.float64), torch.randn(11, 2, 32, dtype=torch.float64)
+    cu_q, cu_k = torch.tensor([0, 3, 9], dtype=torch.int32), torch.tensor([0, 6, 11], dtype=torch.int32)
+    varlen = {"causal": causal, "cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k, "return_lse": True}
+    ours = dlkernels.attention(packed[0], packed[1], packed[1], **varlen, backend="reference")
+    theirs = dlkernels.attention(packed[0], packed[1], packed[1], **varlen, backend="torch")
+    torch.testing.assert_close(theirs[0], ours[0])
+    torch.testing.assert_close(theirs[1], ours[1].to(theirs[1].dtype))

@@ -25,7 +25,10 @@ import math
 import torch
 from torch import Tensor
 
-from dlkernels._backends import implementation, resolve_backend
+import torch.nn.functional as F
+
+from dlkernels._backends import dispatch, implementation
+from dlkernels._library import define
 
 OP = "attention"
 HEAD_DIMS = (32, 64, 96, 128, 256)
@@ -44,38 +47,38 @@ def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-# ----------------------------------------------------------------------------- custom ops
-@torch.library.custom_op("dlk::attention", mutates_args=())
-def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, cu_seqlens_q: Tensor | None,
-               cu_seqlens_k: Tensor | None, max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool,
-               causal_bottom_right: bool, dropout_p: float, seed: int, allow_tf32: bool,
-               backend: str) -> tuple[Tensor, Tensor]:
+# ----------------------------------------------------------------------------- dlk ops
+def _attention_impl(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
+                    causal_bottom_right, dropout_p, seed, allow_tf32, backend):
     return _impl(backend).attention_forward(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                             scale, causal, causal_bottom_right, dropout_p, seed, allow_tf32)
 
 
-@_attention.register_fake
-def _(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal, causal_bottom_right,
-      dropout_p, seed, allow_tf32, backend):
+def _attention_fake(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
+                    causal_bottom_right, dropout_p, seed, allow_tf32, backend):
     lse = q.new_empty(_lse_shape(q, cu_seqlens_q is not None), dtype=_stat_dtype(q.dtype))
     return torch.empty_like(q), lse
 
 
-@torch.library.custom_op("dlk::attention_backward", mutates_args=())
-def _attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-                        bias: Tensor | None, cu_seqlens_q: Tensor | None, cu_seqlens_k: Tensor | None,
-                        max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool, causal_bottom_right: bool,
-                        dropout_p: float, seed: int, allow_tf32: bool,
-                        backend: str) -> tuple[Tensor, Tensor, Tensor]:
+def _attention_backward_impl(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k, scale, causal, causal_bottom_right, dropout_p, seed, allow_tf32, backend):
     return _impl(backend).attention_backward(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k,
                                              max_seqlen_q, max_seqlen_k, scale, causal, causal_bottom_right,
                                              dropout_p, seed, allow_tf32)
 
 
-@_attention_backward.register_fake
-def _(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
-      causal_bottom_right, dropout_p, seed, allow_tf32, backend):
+def _attention_backward_fake(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k, scale, causal, causal_bottom_right, dropout_p, seed, allow_tf32, backend):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+_OPTIONS_SCHEMA = ("int max_seqlen_q, int max_seqlen_k, float scale, bool causal, bool causal_bottom_right, "
+                   "float dropout_p, int seed, bool allow_tf32, str backend")
+
+_attention_backward = define(
+    "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? bias, "
+    f"Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, {_OPTIONS_SCHEMA}) -> (Tensor, Tensor, Tensor)",
+    _attention_backward_impl, _attention_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -95,7 +98,10 @@ def _backward(ctx, grad_out, _grad_lse):
     return grad_q, grad_k, grad_v, *([None] * 12)
 
 
-_attention.register_autograd(_backward, setup_context=_setup_context)
+_attention = define(
+    "attention(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
+    f"{_OPTIONS_SCHEMA}) -> (Tensor, Tensor)",
+    _attention_impl, _attention_fake, setup_context=_setup_context, backward=_backward)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -192,8 +198,9 @@ def _additive_bias(op: str, attn_mask, q: Tensor, heads_q: int, seqlen_k: int) -
     return bias.expand(target)
 
 
-def _run(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn_mask, cu_seqlens_q, cu_seqlens_k,
-         max_seqlen_q, max_seqlen_k, backend) -> tuple[Tensor, Tensor]:
+def _prepare(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn_mask, cu_seqlens_q, cu_seqlens_k,
+             max_seqlen_q, max_seqlen_k, backend):
+    """Validates a call for our backend `backend`; returns a thunk giving (out, lse) from dlk::attention."""
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     _check_qkv(op, q, k, v, varlen)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
@@ -213,16 +220,59 @@ def _run(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn_mas
     else:
         max_seqlen_q, max_seqlen_k = q.shape[2], k.shape[2]
         bias = _additive_bias(op, attn_mask, q, q.shape[1], k.shape[2])
-    backend = resolve_backend(op, backend, q.device)
-    if q.dtype == torch.float64 and backend != "cpu":
-        raise TypeError(f"{op}: float64 is supported by the CPU reference only, not by the {backend!r} backend")
+    if q.dtype == torch.float64 and backend != "reference":
+        raise TypeError(f"{op}: float64 is supported by the reference backend only, not by {backend!r}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     allow_tf32 = q.dtype == torch.float32 and q.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
     dropout_p = float(dropout_p)
-    # The seed comes from torch's generator only when dropping, so dropout-free calls leave the RNG alone.
-    seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
-    return _attention(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bool(causal),
-                      causal_bottom_right, dropout_p, seed, allow_tf32, backend)
+
+    def run():
+        # The seed comes from torch's generator only when dropping, so dropout-free calls leave the RNG alone.
+        seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+        return _attention(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bool(causal),
+                          causal_bottom_right, dropout_p, seed, allow_tf32, backend)
+    return run
+
+
+# ----------------------------------------------------------------------------- torch backend
+def _torch_dense(q, k, v, *, causal, scale, dropout_p, attn_mask) -> tuple[Tensor, Tensor]:
+    """attention's semantics from torch ops on (batch, heads, seq, head_dim): GQA, bottom-right causal, fully
+    masked rows give 0; returns (out, lse) with lse in float32 (float64 for float64 input)."""
+    group = q.shape[-3] // k.shape[-3]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    stat_dtype = _stat_dtype(q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q.to(stat_dtype), k.to(stat_dtype).transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool \
+            else scores + attn_mask.to(stat_dtype)
+    if causal:
+        seqlen_q, seqlen_k = q.shape[-2], k.shape[-2]
+        visible = torch.ones(seqlen_q, seqlen_k, dtype=torch.bool, device=q.device).tril(seqlen_k - seqlen_q)
+        scores = scores.masked_fill(~visible, -math.inf)
+    lse = torch.logsumexp(scores, dim=-1)
+    finite_lse = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+    probabilities = torch.exp(scores - finite_lse.unsqueeze(-1))  # exp(-inf) = 0 for masked rows
+    if dropout_p > 0:
+        probabilities = F.dropout(probabilities, dropout_p)
+    out = torch.matmul(probabilities, v.to(stat_dtype)).to(q.dtype)
+    return out, lse
+
+
+def _torch_attention(q, k, v, *, causal, scale, dropout_p, attn_mask, cu_seqlens_q, cu_seqlens_k):
+    if cu_seqlens_q is None and cu_seqlens_k is None:
+        return _torch_dense(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p, attn_mask=attn_mask)
+    if cu_seqlens_q is None or cu_seqlens_k is None:
+        raise ValueError("attention: give both cu_seqlens_q and cu_seqlens_k, or neither")
+    outs, lses = [], []  # one dense call per packed sequence: (len, heads, dim) -> (1, heads, len, dim)
+    bounds_q, bounds_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for (q0, q1), (k0, k1) in zip(zip(bounds_q, bounds_q[1:]), zip(bounds_k, bounds_k[1:])):
+        out, lse = _torch_dense(*(t[a:b].transpose(0, 1)[None] for t, a, b in ((q, q0, q1), (k, k0, k1), (v, k0, k1))),
+                                causal=causal, scale=scale, dropout_p=dropout_p, attn_mask=None)
+        outs.append(out[0].transpose(0, 1))
+        lses.append(lse[0])
+    return torch.cat(outs), torch.cat(lses, dim=-1)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -238,20 +288,24 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, scale: f
     >= 2.1). attn_mask: bool (True = attend) or additive float, broadcastable to (batch, heads, Nq, Nk).
     scale defaults to 1/sqrt(head_dim). return_lse=True also returns the log-sum-exp of each row (float32;
     (batch, heads, Nq), or (heads, total_q) for packed input).
+
+    backend: "auto", "cuda", "triton", "reference" or "torch" (the same computation composed from torch ops;
+    its dropout draws torch's own mask, not our Philox one).
     """
-    out, lse = _run(OP, q, k, v, causal=causal, causal_bottom_right=True, scale=scale, dropout_p=dropout_p,
-                    attn_mask=attn_mask, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
-                    max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, backend=backend)
+    def prepare(chosen: str):
+        return _prepare(OP, q, k, v, causal=causal, causal_bottom_right=True, scale=scale, dropout_p=dropout_p,
+                        attn_mask=attn_mask, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+                        max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, backend=chosen)
+
+    def run_torch():
+        return _torch_attention(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p, attn_mask=attn_mask,
+                                cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
+
+    out, lse = dispatch(OP, backend, q, prepare, run_torch)
     return (out, lse) if return_lse else out
 
 
-def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
-                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-                                 enable_gqa: bool = False, *, backend: str = "auto") -> Tensor:
-    """torch.nn.functional.scaled_dot_product_attention with our kernels: (..., L, E) tensors, is_causal aligned
-    top-left, bool masks True = attend. Rows that attend to nothing give 0 (SDPA's math backend gives 0 or NaN
-    depending on the version). Batch dimensions (those before heads) broadcast as in SDPA; leading dimensions
-    beyond (batch, heads) are flattened into the batch."""
+def _prepare_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, backend):
     op = "scaled_dot_product_attention"
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor) or t.dim() < 2:
@@ -286,16 +340,34 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             return t.unsqueeze(1)
         return t.reshape(-1, *t.shape[-3:])
 
-    q4, k4, v4 = as_4d(query), as_4d(key), as_4d(value)
     mask = attn_mask
     if isinstance(mask, Tensor) and query.dim() == 3 and mask.dim() == 3:  # (batch, L, S) -> (batch, 1, L, S)
         mask = mask.unsqueeze(1)
     elif isinstance(mask, Tensor) and query.dim() > 4:
         mask = mask.expand(*lead, *mask.shape[-2:]).reshape(-1, heads_q, *mask.shape[-2:])
-    out, _ = _run(op, q4, k4, v4, causal=is_causal, causal_bottom_right=False, scale=scale, dropout_p=dropout_p,
-                  attn_mask=mask, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
-                  backend=backend)
-    return out.reshape(*lead, *out.shape[-2:])
+    run = _prepare(op, as_4d(query), as_4d(key), as_4d(value), causal=is_causal, causal_bottom_right=False,
+                   scale=scale, dropout_p=dropout_p, attn_mask=mask, cu_seqlens_q=None, cu_seqlens_k=None,
+                   max_seqlen_q=None, max_seqlen_k=None, backend=backend)
+
+    def run_ours():
+        out, _ = run()
+        return out.reshape(*lead, *out.shape[-2:])
+    return run_ours
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False, *, backend: str = "auto") -> Tensor:
+    """torch.nn.functional.scaled_dot_product_attention; `backend` is "auto", "cuda", "triton", "reference" or
+    "torch". Ours take (..., L, E) tensors with head_dim in HEAD_DIMS, is_causal aligned top-left, bool masks
+    True = attend; rows that attend to nothing give 0 (SDPA's math backend gives 0 or NaN depending on the
+    version). Batch dimensions (those before heads) broadcast as in SDPA; leading dimensions beyond (batch,
+    heads) are flattened into the batch. "auto" runs torch's SDPA for every call ours do not cover."""
+    return dispatch(
+        "scaled_dot_product_attention", backend, query,
+        lambda chosen: _prepare_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, chosen),
+        lambda: F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                               enable_gqa=enable_gqa))
 
 
 __all__ = ["HEAD_DIMS", "attention", "scaled_dot_product_attention"]
