@@ -169,7 +169,7 @@ def test_packed_sequences_match_torch(backend, cell, enforce_sorted, bidirection
     padded = _randn(max(lengths), len(lengths), 3)
     states = tuple(_randn(2 * (2 if bidirectional else 1), len(lengths), 4) for _ in range(2 if cell == "lstm" else 1))
     inputs = [("packed", padded, torch.tensor(lengths), enforce_sorted), states if cell == "lstm" else states[0]]
-    dtype = torch.float64 if backend == "cpu" else torch.float32
+    dtype = torch.float64 if backend == "reference" else torch.float32
     (output, _), (torch_output, _) = _compare(ours_cls(3, 4, 2, bidirectional=bidirectional, backend=backend),
                                               reference, inputs, dtype)
     assert isinstance(output, PackedSequence)
@@ -206,7 +206,7 @@ def test_unbatched_input_matches_torch(backend, cell, batch_first):
     states = tuple(_randn(2, 4) for _ in range(2 if cell == "lstm" else 1))
     inputs = [_randn(6, 3), states if cell == "lstm" else states[0]]
     (output, _), _ = _compare(ours_cls(3, 4, 2, batch_first=batch_first, backend=backend), reference, inputs,
-                              torch.float64 if backend == "cpu" else torch.float32)
+                              torch.float64 if backend == "reference" else torch.float32)
     assert output.shape == (6, 4)
 
 
@@ -248,9 +248,9 @@ def test_functional_cells_match_modules():
     torch.manual_seed(0)
     lstm_module, gru_module = torch.nn.LSTMCell(4, 6), torch.nn.GRUCell(4, 6)
     x, h, c = torch.randn(2, 4), torch.randn(2, 6), torch.randn(2, 6)
-    for mine, theirs in zip(lstm_cell(x, h, c, *lstm_module.parameters(), backend="cpu"), lstm_module(x, (h, c))):
+    for mine, theirs in zip(lstm_cell(x, h, c, *lstm_module.parameters(), backend="reference"), lstm_module(x, (h, c))):
         torch.testing.assert_close(mine, theirs)
-    torch.testing.assert_close(gru_cell(x, h, *gru_module.parameters(), backend="cpu"), gru_module(x, h))
+    torch.testing.assert_close(gru_cell(x, h, *gru_module.parameters(), backend="reference"), gru_module(x, h))
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -260,7 +260,7 @@ def test_dropout_matches_torch_with_the_same_seed(cell):
     F.dropout: with the same seed the masks, and so the results, are the same."""
     ours_cls, torch_cls = MODULES[cell]
     reference = torch_cls(3, 5, 3, dropout=0.4, bidirectional=True).double().train()
-    ours = ours_cls(3, 5, 3, dropout=0.4, bidirectional=True, backend="cpu").double().train()
+    ours = ours_cls(3, 5, 3, dropout=0.4, bidirectional=True, backend="reference").double().train()
     ours.load_state_dict(reference.state_dict())
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
     results = []
@@ -280,7 +280,7 @@ def test_dropout_matches_torch_with_the_same_seed(cell):
 def test_dropout_statistics():
     """Dropout between layers zeroes about p of the next layer's inputs: with p=1 the second layer sees
     zeros, so its output depends on its biases alone."""
-    module = LSTM(3, 4, 2, dropout=1.0, backend="cpu").train()
+    module = LSTM(3, 4, 2, dropout=1.0, backend="reference").train()
     x = torch.randn(5, 2, 3)
     out, _ = module(x)
     again, _ = module(torch.randn(5, 2, 3))
@@ -327,7 +327,7 @@ def test_opcheck(backend, cell, case):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_layer_op_gradcheck(cell, reverse):
     """The layer op's autograd formula against finite differences (float64, C++ reference)."""
-    args = list(_layer_op_args(cell, "cpu", [3, 1], reverse, dtype=torch.float64))
+    args = list(_layer_op_args(cell, "reference", [3, 1], reverse, dtype=torch.float64))
 
     def run(x_proj, w_hh, b_hh, h0, c0):
         h_all, _, h_n, c_n, _ = rnn_ops._rnn_layer(cell, x_proj, w_hh, b_hh, h0, c0, *args[6:])
@@ -342,7 +342,7 @@ class _CellModel(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lstm, self.gru = LSTMCell(3, 5, backend="cpu"), GRUCell(5, 4, backend="cpu")
+        self.lstm, self.gru = LSTMCell(3, 5, backend="reference"), GRUCell(5, 4, backend="reference")
         self.head = torch.nn.Linear(4, 2)
 
     def forward(self, x):
@@ -370,13 +370,13 @@ def test_torch_compile_functional_layers_match_eager():
     """lstm()/gru() trace whole (without lengths, whose range check reads values). Dynamo refuses to
     trace nn.RNNBase subclasses unless torch._dynamo.config.allow_rnn is set, so this compiles the
     functional form."""
-    module = LSTM(3, 4, 2, bidirectional=True, backend="cpu")
+    module = LSTM(3, 4, 2, bidirectional=True, backend="reference")
     weights = [w.detach() for w in module._flat_weights]
-    compiled = torch.compile(lambda x: lstm(x, None, weights, 2, True, backend="cpu"), fullgraph=True,
+    compiled = torch.compile(lambda x: lstm(x, None, weights, 2, True, backend="reference"), fullgraph=True,
                              backend="aot_eager")
     x = torch.randn(5, 2, 3)
     out, (h_n, c_n) = compiled(x)
-    expected, (expected_h, expected_c) = lstm(x, None, weights, 2, True, backend="cpu")
+    expected, (expected_h, expected_c) = lstm(x, None, weights, 2, True, backend="reference")
     for mine, theirs in ((out, expected), (h_n, expected_h), (c_n, expected_c)):
         torch.testing.assert_close(mine, theirs)
 
@@ -388,6 +388,7 @@ def _lstm_call(**overrides):
     args = dict(input=torch.randn(5, 2, 3), hx=(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)),
                 params=module._flat_weights, num_layers=1)
     keywords = {k: overrides.pop(k) for k in ("lengths", "backend") if k in overrides}
+    keywords.setdefault("backend", "reference")  # bad-input tests test OUR validation, not torch's
     args.update(overrides)
     return lambda: lstm(**args, **keywords)
 
@@ -395,7 +396,7 @@ def _lstm_call(**overrides):
 def _gru_cell_call(**overrides):
     args = dict(x=torch.randn(2, 3), h=torch.zeros(2, 4), w_ih=torch.randn(12, 3), w_hh=torch.randn(12, 4),
                 b_ih=torch.randn(12), b_hh=torch.randn(12))
-    backend = overrides.pop("backend", "cpu")
+    backend = overrides.pop("backend", "reference")
     args.update(overrides)
     return lambda: gru_cell(**args, backend=backend)
 
@@ -444,9 +445,9 @@ def test_proj_size_is_not_supported():
 
 
 def test_module_repr_and_state_dict_keys():
-    ours, reference = LSTM(3, 4, 2, bidirectional=True, backend="cpu"), torch.nn.LSTM(3, 4, 2, bidirectional=True)
+    ours, reference = LSTM(3, 4, 2, bidirectional=True, backend="reference"), torch.nn.LSTM(3, 4, 2, bidirectional=True)
     assert list(ours.state_dict()) == list(reference.state_dict())
-    assert "backend='cpu'" in repr(ours) and "backend='cpu'" in repr(GRUCell(3, 4, backend="cpu"))
+    assert "backend='reference'" in repr(ours) and "backend='reference'" in repr(GRUCell(3, 4, backend="reference"))
 
 
 # ----------------------------------------------------------------------------- GPU

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from dlkernels._backends import implementation, resolve_backend
+from dlkernels._backends import dispatch, implementation
+from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES
 
 GATES = {"lstm": 4, "gru": 3}
@@ -33,16 +35,14 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------- custom ops
-@torch.library.custom_op("dlk::rnn_layer", mutates_args=())
-def _rnn_layer(cell: str, x_proj: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, c0: Tensor | None,
-               lengths: Tensor | None, reverse: bool, training: bool,
-               backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _rnn_layer_impl(cell: str, x_proj: Tensor, w_hh: Tensor, b_hh: Tensor | None, h0: Tensor, c0: Tensor | None,
+                    lengths: Tensor | None, reverse: bool, training: bool,
+                    backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(h_all, c_all, h_n, c_n, saved); c_all and saved are for the backward only."""
     return tuple(_impl(backend).rnn_layer_forward(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, training))
 
 
-@_rnn_layer.register_fake
-def _(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, training, backend):
+def _rnn_layer_fake(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, training, backend):
     steps, batch, hidden = x_proj.shape[0], x_proj.shape[1], w_hh.shape[1]
     acc = _acc_dtype(x_proj.dtype)
     lstm = cell == "lstm"
@@ -52,23 +52,28 @@ def _(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, training, backend):
     return x_proj.new_empty((steps, batch, hidden)), c_all, x_proj.new_empty((batch, hidden)), c_n, saved
 
 
-@torch.library.custom_op("dlk::rnn_layer_backward", mutates_args=())
-def _rnn_layer_backward(cell: str, grad_h_all: Tensor | None, grad_h_n: Tensor | None, grad_c_n: Tensor | None,
-                        w_hh: Tensor, h0: Tensor, c0: Tensor | None, h_all: Tensor, c_all: Tensor, saved: Tensor,
-                        lengths: Tensor | None, reverse: bool,
-                        backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _rnn_layer_backward_impl(cell: str, grad_h_all: Tensor | None, grad_h_n: Tensor | None, grad_c_n: Tensor | None,
+                             w_hh: Tensor, h0: Tensor, c0: Tensor | None, h_all: Tensor, c_all: Tensor,
+                             saved: Tensor, lengths: Tensor | None, reverse: bool,
+                             backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(grad_x_proj, grad_gh, grad_h0, grad_c0): gate gradients in the accumulation dtype."""
     return tuple(_impl(backend).rnn_layer_backward(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all,
                                                    saved, lengths, reverse))
 
 
-@_rnn_layer_backward.register_fake
-def _(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all, saved, lengths, reverse, backend):
+def _rnn_layer_backward_fake(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all, saved, lengths, reverse, backend):
     lstm = cell == "lstm"
     grad_x_proj = h_all.new_empty((*h_all.shape[:2], GATES[cell] * h_all.shape[2]), dtype=_acc_dtype(h_all.dtype))
     grad_gh = grad_x_proj.new_empty(0) if lstm else torch.empty_like(grad_x_proj)
     grad_c0 = torch.empty_like(h0) if lstm else h0.new_empty(0)
     return grad_x_proj, grad_gh, torch.empty_like(h0), grad_c0
+
+
+_rnn_layer_backward = define(
+    "rnn_layer_backward(str cell, Tensor? grad_h_all, Tensor? grad_h_n, Tensor? grad_c_n, Tensor w_hh, Tensor h0, "
+    "Tensor? c0, Tensor h_all, Tensor c_all, Tensor saved, Tensor? lengths, bool reverse, str backend) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+    _rnn_layer_backward_impl, _rnn_layer_backward_fake)
 
 
 def _previous_states(h_all: Tensor, h0: Tensor, lengths: Tensor | None, reverse: bool) -> Tensor:
@@ -121,7 +126,10 @@ def _backward(ctx, grad_h_all, grad_c_all, grad_h_n, grad_c_n, grad_saved):
             grad_h0 if need_h0 else None, grad_c0 if need_c0 and cell == "lstm" else None, None, None, None, None)
 
 
-_rnn_layer.register_autograd(_backward, setup_context=_setup_context)
+_rnn_layer = define(
+    "rnn_layer(str cell, Tensor x_proj, Tensor w_hh, Tensor? b_hh, Tensor h0, Tensor? c0, Tensor? lengths, "
+    "bool reverse, bool training, str backend) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    _rnn_layer_impl, _rnn_layer_fake, setup_context=_setup_context, backward=_backward)
 
 
 def _run_layer(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
@@ -158,7 +166,7 @@ def _check_like(op: str, name: str, value, input: Tensor, shape: tuple | None = 
         raise ValueError(f"{op}: {name} must have shape {tuple(shape)}, got {tuple(value.shape)}")
 
 
-def _check_input(op: str, input, ranks: tuple[int, ...], backend: str) -> str:
+def _check_input(op: str, input, ranks: tuple[int, ...], backend: str) -> None:
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() not in ranks:
@@ -168,10 +176,8 @@ def _check_input(op: str, input, ranks: tuple[int, ...], backend: str) -> str:
                         "float64")
     if input.numel() == 0:
         raise ValueError(f"{op}: input must not be empty, got shape {tuple(input.shape)}")
-    backend = resolve_backend(op, backend, input.device)
-    if input.dtype == torch.float64 and backend != "cpu":
-        raise TypeError(f"{op}: float64 runs only on the C++ reference (backend='cpu'), not on {backend!r}")
-    return backend
+    if input.dtype == torch.float64 and backend != "reference":
+        raise TypeError(f"{op}: float64 runs only on the C++ reference (backend='reference'), not on {backend!r}")
 
 
 def _check_weights(op: str, cell: str, input: Tensor, w_ih, w_hh, b_ih, b_hh, input_size: int,
@@ -215,9 +221,10 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
 
 
 # ----------------------------------------------------------------------------- cells
-def _cell(op: str, cell: str, input: Tensor, h: Tensor | None, c: Tensor | None, w_ih: Tensor, w_hh: Tensor,
-          b_ih: Tensor | None, b_hh: Tensor | None, backend: str):
-    backend = _check_input(op, input, (1, 2), backend)
+def _prepare_cell(op: str, cell: str, input: Tensor, h: Tensor | None, c: Tensor | None, w_ih: Tensor,
+                  w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None, backend: str):
+    """Validates a cell call for our `backend`; returns the thunk that runs it."""
+    _check_input(op, input, (1, 2), backend)
     hidden = _check_weights(op, cell, input, w_ih, w_hh, b_ih, b_hh, input.shape[-1])
     batched = input.dim() == 2
     state_shape = (input.shape[0], hidden) if batched else (hidden,)
@@ -230,10 +237,31 @@ def _cell(op: str, cell: str, input: Tensor, h: Tensor | None, c: Tensor | None,
     if not batched:  # one sample: a batch of one
         input, states = input.unsqueeze(0), [s.unsqueeze(0) for s in states]
     h0, c0 = states[0], states[1] if cell == "lstm" else None
-    _, h_n, c_n = _run_layer(cell, input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, h0, c0, None, False, backend)
-    if not batched:
-        h_n, c_n = h_n.squeeze(0), None if c_n is None else c_n.squeeze(0)
-    return (h_n, c_n) if cell == "lstm" else h_n
+
+    def run():
+        _, h_n, c_n = _run_layer(cell, input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, h0, c0, None, False, backend)
+        if not batched:
+            h_n, c_n = h_n.squeeze(0), None if c_n is None else c_n.squeeze(0)
+        return (h_n, c_n) if cell == "lstm" else h_n
+    return run
+
+
+def _torch_cell(cell: str, input, h, c, w_ih, w_hh, b_ih, b_hh):
+    """torch's own cell kernel, called as torch.nn.LSTMCell / GRUCell call it (zero states, unbatched input)."""
+    if not isinstance(input, Tensor) or input.dim() != 1:
+        batched_input, squeeze = input, False
+    else:
+        batched_input, squeeze = input.unsqueeze(0), True
+        h, c = (None if state is None else state.unsqueeze(0) for state in (h, c))
+    if h is None or cell == "lstm" and c is None:
+        hidden = w_hh.shape[1] if isinstance(w_hh, Tensor) else 0
+        zeros = torch.zeros(batched_input.shape[0], hidden, dtype=batched_input.dtype, device=batched_input.device)
+        h, c = zeros if h is None else h, zeros if c is None else c
+    if cell == "lstm":
+        h_n, c_n = torch.lstm_cell(batched_input, (h, c), w_ih, w_hh, b_ih, b_hh)
+        return (h_n.squeeze(0), c_n.squeeze(0)) if squeeze else (h_n, c_n)
+    h_n = torch.gru_cell(batched_input, h, w_ih, w_hh, b_ih, b_hh)
+    return h_n.squeeze(0) if squeeze else h_n
 
 
 def lstm_cell(x: Tensor, h: Tensor | None, c: Tensor | None, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
@@ -241,20 +269,28 @@ def lstm_cell(x: Tensor, h: Tensor | None, c: Tensor | None, w_ih: Tensor, w_hh:
     """One LSTM step, torch.nn.LSTMCell's math (gates i, f, g, o): returns (h', c').
 
     x (B, input_size) or (input_size,); h, c (B, hidden) or (hidden,), None for zeros.
+    backend: "auto" (torch on CPU; on GPU ours where the policy says so, torch for the rest), "cuda",
+    "triton", "reference" (C++; the only one of ours taking float64) or "torch" (torch.lstm_cell).
     """
-    return _cell("lstm_cell", "lstm", x, h, c, w_ih, w_hh, b_ih, b_hh, backend)
+    return dispatch("lstm_cell", backend, x,
+                    lambda chosen: _prepare_cell("lstm_cell", "lstm", x, h, c, w_ih, w_hh, b_ih, b_hh, chosen),
+                    lambda: _torch_cell("lstm", x, h, c, w_ih, w_hh, b_ih, b_hh))
 
 
 def gru_cell(x: Tensor, h: Tensor | None, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
              b_hh: Tensor | None = None, *, backend: str = "auto") -> Tensor:
-    """One GRU step, torch.nn.GRUCell's math (gates r, z, n): returns h'."""
-    return _cell("gru_cell", "gru", x, h, None, w_ih, w_hh, b_ih, b_hh, backend)
+    """One GRU step, torch.nn.GRUCell's math (gates r, z, n): returns h'. Backends as `lstm_cell`
+    ("torch": torch.gru_cell)."""
+    return dispatch("gru_cell", backend, x,
+                    lambda chosen: _prepare_cell("gru_cell", "gru", x, h, None, w_ih, w_hh, b_ih, b_hh, chosen),
+                    lambda: _torch_cell("gru", x, h, None, w_ih, w_hh, b_ih, b_hh))
 
 
 # ----------------------------------------------------------------------------- full layers
-def _rnn(op: str, cell: str, input: Tensor, hx, params: Sequence[Tensor], num_layers: int, bidirectional: bool,
-         batch_first: bool, dropout: float, training: bool, lengths, backend: str):
-    backend = _check_input(op, input, (2, 3), backend)
+def _prepare_rnn(op: str, cell: str, input: Tensor, hx, params: Sequence[Tensor], num_layers: int,
+                 bidirectional: bool, batch_first: bool, dropout: float, training: bool, lengths, backend: str):
+    """Validates a full-layer call for our `backend`; returns the thunk that runs it."""
+    _check_input(op, input, (2, 3), backend)
     if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
         raise ValueError(f"{op}: num_layers must be a positive int, got {num_layers!r}")
     if not 0.0 <= float(dropout) <= 1.0:
@@ -300,7 +336,12 @@ def _rnn(op: str, cell: str, input: Tensor, hx, params: Sequence[Tensor], num_la
             _check_like(op, name, state, x, expected)
             states[index] = state if batched else state.unsqueeze(1)
     lengths = _check_lengths(op, lengths, batch, steps, x.device)
+    return lambda: _run_rnn(cell, x, states, layer_weights, num_layers, directions, batch_first, batched, dropout,
+                            training, lengths, backend)
 
+
+def _run_rnn(cell: str, x: Tensor, states: list[Tensor], layer_weights: list, num_layers: int, directions: int,
+             batch_first: bool, batched: bool, dropout: float, training: bool, lengths: Tensor | None, backend: str):
     h_n, c_n, layer_input = [], [], x
     for layer in range(num_layers):
         outputs = []
@@ -324,6 +365,42 @@ def _rnn(op: str, cell: str, input: Tensor, hx, params: Sequence[Tensor], num_la
     return (output, tuple(final)) if cell == "lstm" else (output, final[0])
 
 
+def _torch_rnn(cell: str, input, hx, params, num_layers, bidirectional, batch_first, dropout, training, lengths):
+    """torch's own torch.lstm / torch.gru, called as torch.nn.LSTM / GRU call them: zero initial states
+    for hx=None, and `lengths` through a packed sequence (unsorted order kept, as nn.LSTM keeps it)."""
+    params = list(params) if isinstance(params, (list, tuple)) else params
+    directions = 2 if bidirectional else 1
+    has_biases = isinstance(params, list) and len(params) == 4 * num_layers * directions
+    run = torch.lstm if cell == "lstm" else torch.gru
+    batched = not isinstance(input, Tensor) or input.dim() != 2
+    if hx is None:
+        hidden = params[1].shape[1] if isinstance(params, list) and len(params) > 1 else 0
+        batch = input.shape[0 if batch_first else 1] if batched and isinstance(input, Tensor) else None
+        shape = (num_layers * directions, *(() if batch is None else (batch,)), hidden)
+        zeros = torch.zeros(shape, dtype=input.dtype, device=input.device)
+        hx = (zeros, zeros) if cell == "lstm" else zeros
+    states = list(hx) if cell == "lstm" else [hx]
+    if lengths is None:
+        if not batched:  # torch.lstm takes batched input only; nn.LSTM adds the batch dimension
+            input, states = input.unsqueeze(0 if batch_first else 1), [s.unsqueeze(1) for s in states]
+        output, *final = run(input, states if cell == "lstm" else states[0], params, has_biases, num_layers,
+                             float(dropout), training, bidirectional, batch_first)
+        if not batched:
+            output, final = output.squeeze(0 if batch_first else 1), [s.squeeze(1) for s in final]
+    else:
+        lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
+        packed = pack_padded_sequence(input, lengths, batch_first, enforce_sorted=False)
+        order = packed.sorted_indices
+        states = [s.index_select(1, order) for s in states]
+        data, *final = run(packed.data, packed.batch_sizes, states if cell == "lstm" else states[0], params,
+                           has_biases, num_layers, float(dropout), training, bidirectional)
+        output, _ = pad_packed_sequence(
+            PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), batch_first,
+            total_length=input.shape[1 if batch_first else 0])
+        final = [s.index_select(1, packed.unsorted_indices) for s in final]
+    return (output, tuple(final)) if cell == "lstm" else (output, final[0])
+
+
 def lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, params: Sequence[Tensor], num_layers: int,
          bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0, training: bool = False, *,
          lengths: Tensor | None = None, backend: str = "auto") -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -335,14 +412,24 @@ def lstm(input: Tensor, hx: tuple[Tensor, Tensor] | None, params: Sequence[Tenso
     Dropout applies to every layer's output but the last, when training. lengths (B,) makes a padded
     batch behave as a packed one: sequence b has lengths[b] valid steps, its outputs beyond are zero
     and (h_n, c_n) hold its state after its last valid step.
+    backend: "auto" (torch on CPU; on GPU ours where the policy says so, torch for the rest), "cuda",
+    "triton", "reference" (C++; the only one of ours taking float64) or "torch" (torch.lstm, with
+    lengths through a packed sequence).
     """
-    return _rnn("lstm", "lstm", input, hx, params, num_layers, bidirectional, batch_first, dropout, training, lengths,
-                backend)
+    return dispatch("lstm", backend, input,
+                    lambda chosen: _prepare_rnn("lstm", "lstm", input, hx, params, num_layers, bidirectional,
+                                                batch_first, dropout, training, lengths, chosen),
+                    lambda: _torch_rnn("lstm", input, hx, params, num_layers, bidirectional, batch_first, dropout,
+                                       training, lengths))
 
 
 def gru(input: Tensor, hx: Tensor | None, params: Sequence[Tensor], num_layers: int, bidirectional: bool = False,
         batch_first: bool = False, dropout: float = 0.0, training: bool = False, *, lengths: Tensor | None = None,
         backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """Multi-layer (bidirectional) GRU, torch.nn.GRU's math: (output, h_n). Arguments as `lstm`."""
-    return _rnn("gru", "gru", input, hx, params, num_layers, bidirectional, batch_first, dropout, training, lengths,
-                backend)
+    """Multi-layer (bidirectional) GRU, torch.nn.GRU's math: (output, h_n). Arguments and backends as
+    `lstm` ("torch": torch.gru)."""
+    return dispatch("gru", backend, input,
+                    lambda chosen: _prepare_rnn("gru", "gru", input, hx, params, num_layers, bidirectional,
+                                                batch_first, dropout, training, lengths, chosen),
+                    lambda: _torch_rnn("gru", input, hx, params, num_layers, bidirectional, batch_first, dropout,
+                                       training, lengths))
