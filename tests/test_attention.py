@@ -408,9 +408,9 @@ def test_multihead_attention_with_a_head_dim_the_kernels_lack_runs_torch():
 def test_opcheck(backend):
     q, k, v = make_qkv(1, 2, 1, 5, 6, 32, torch.float32, requires_grad=True)
     args = (q, k, v, None, None, None, 5, 6, 0.2, True, True, 0.0, 0, False, backend)
-    torch.library.opcheck(attention_ops._attention, args)
+    torch.library.opcheck(torch.ops.dlk.attention.default, args)
     out, lse = attention_ops._attention(*args)
-    torch.library.opcheck(attention_ops._attention_backward,
+    torch.library.opcheck(torch.ops.dlk.attention_backward.default,
                           (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, None, None,
                            None, 5, 6, 0.2, True, True, 0.0, 0, False, backend))
 
