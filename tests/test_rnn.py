@@ -518,3 +518,92 @@ def test_convert_swaps_recurrent_modules():
     outputs = converted["lstm"](x)[0], converted["gru"](x)[0], converted["cell"](x[0])[0]
     for ours, theirs in zip(outputs, expected):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- auto and torch backends
+def _module_case(cell, layers, bidirectional, batch_first, shape, dtype):
+    torch.manual_seed(0)
+    module = getattr(torch.nn, cell.upper())(3, 4, layers, bidirectional=bidirectional, batch_first=batch_first)
+    return module.to(dtype), torch.randn(*shape, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers, bidirectional, batch_first, shape, dtype", [
+    (2, True, False, (5, 2, 3), torch.float32),
+    (1, False, True, (2, 5, 3), torch.float64),
+    (1, True, False, (5, 3), torch.float32),  # unbatched
+])
+def test_auto_and_torch_give_torch_nn_results(backend, cell, layers, bidirectional, batch_first, shape, dtype):
+    module, x = _module_case(cell, layers, bidirectional, batch_first, shape, dtype)
+    ours = (lstm if cell == "lstm" else gru)(x, None, module._flat_weights, layers, bidirectional, batch_first,
+                                              backend=backend)
+    torch.testing.assert_close(ours, module(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_auto_and_torch_lengths_give_packed_torch_nn_results(backend, cell):
+    module, x = _module_case(cell, 2, True, True, (3, 5, 3), torch.float32)
+    lengths = torch.tensor([2, 5, 4])
+    h0 = torch.randn(4, 3, 4)
+    hx = (h0, torch.randn(4, 3, 4)) if cell == "lstm" else h0
+    packed_output, expected_state = module(pack_padded_sequence(x, lengths, True, enforce_sorted=False), hx)
+    expected = torch.nn.utils.rnn.pad_packed_sequence(packed_output, True, total_length=5)[0]
+    output, state = (lstm if cell == "lstm" else gru)(x, hx, module._flat_weights, 2, True, True, lengths=lengths,
+                                                       backend=backend)
+    torch.testing.assert_close((output, state), (expected, expected_state), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_auto_and_torch_cells_give_torch_nn_results(backend, batched):
+    torch.manual_seed(0)
+    lstm_module, gru_module = torch.nn.LSTMCell(3, 4), torch.nn.GRUCell(3, 4)
+    x = torch.randn(2, 3) if batched else torch.randn(3)
+    h = torch.randn(2, 4) if batched else torch.randn(4)
+    torch.testing.assert_close(lstm_cell(x, None, None, *lstm_module.parameters(), backend=backend), lstm_module(x))
+    torch.testing.assert_close(lstm_cell(x, h, h, *lstm_module.parameters(), backend=backend), lstm_module(x, (h, h)))
+    torch.testing.assert_close(gru_cell(x, None, *gru_module.parameters(), backend=backend), gru_module(x))
+    torch.testing.assert_close(gru_cell(x, h, *gru_module.parameters(), backend=backend), gru_module(x, h))
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 -- the test compares whatever torch raises
+        return type(error)
+    return None
+
+
+@pytest.mark.parametrize("case", ["input size", "h0 shape", "int input", "lengths long", "cell input size",
+                                  "cell h shape"])
+def test_auto_gives_torchs_error_where_ours_would_refuse(case):
+    """Calls the reference refuses: auto (on CPU) raises what torch raises, not our error."""
+    call = BAD_INPUTS[case][0]
+    ours = _error_of(call)
+    closure = dict(zip(call.__code__.co_freevars, (c.cell_contents for c in call.__closure__)))
+    if "keywords" in closure:
+        closure["keywords"]["backend"] = "auto"
+        auto = _error_of(call)
+        closure["keywords"]["backend"] = "torch"
+        torch_error = _error_of(call)
+        closure["keywords"]["backend"] = "reference"
+    else:
+        args = closure["args"]
+        auto = _error_of(lambda: gru_cell(**args, backend="auto"))
+        torch_error = _error_of(lambda: gru_cell(**args, backend="torch"))
+    # torch.lstm does not check the input size or h0's layer count (nn.LSTM does, in Python): auto then
+    # raises nothing either, as torch
+    assert ours is not None and (torch_error is not None or case in ("input size", "h0 shape"))
+    assert auto is torch_error
+
+
+def test_explain_names_the_backend():
+    module, x = _module_case("lstm", 1, False, False, (5, 2, 3), torch.float32)
+    for backend, expected in (("auto", "torch"), ("torch", "torch"), ("reference", "reference")):
+        explanation = dlkernels.explain(lambda: lstm(x, None, module._flat_weights, 1, backend=backend))
+        assert [decision.backend for decision in explanation] == [expected]
+    cells = dlkernels.explain(lambda: gru_cell(torch.randn(2, 3), None, torch.randn(12, 3), torch.randn(12, 4),
+                                               backend="reference"))
+    assert [decision.backend for decision in cells] == ["reference"]
