@@ -61,7 +61,8 @@ def _rnn_layer_backward_impl(cell: str, grad_h_all: Tensor | None, grad_h_n: Ten
                                                    saved, lengths, reverse))
 
 
-def _rnn_layer_backward_fake(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all, saved, lengths, reverse, backend):
+def _rnn_layer_backward_fake(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all, saved, lengths,
+                             reverse, backend):
     lstm = cell == "lstm"
     grad_x_proj = h_all.new_empty((*h_all.shape[:2], GATES[cell] * h_all.shape[2]), dtype=_acc_dtype(h_all.dtype))
     grad_gh = grad_x_proj.new_empty(0) if lstm else torch.empty_like(grad_x_proj)
