@@ -163,7 +163,7 @@ def test_triton_winograd_matches_the_cpp_reference(backend, dtype, layout, case,
     x, weight, bias, res = make_case((*shape[:1], 8, *shape[2:]), (8, 3, 3), 1, dtype, layout, residual=True,
                                      requires_grad=True, **conv_args)
     outputs = {}
-    for which in (backend, "cpu"):
+    for which in (backend, "reference"):
         out = dlkernels.conv2d(x, weight, bias, **conv_args, algo=f"winograd_{tile}x{tile}", residual=res,
                                activation="relu", backend=which)
         outputs[which] = (out, *grads(out, (x, weight, bias, res), torch.ones_like(out)))
@@ -186,7 +186,7 @@ def winograd_error_ratio(dtype, tile, channels, size=12):
     weight = (torch.randn(channels, channels, 3, 3, generator=generator, dtype=torch.float64)
               / (3 * channels**0.5)).to(dtype)
     reference = F.conv2d(x.double(), weight.double(), padding=1)
-    ours = dlkernels.conv2d(x, weight, padding=1, algo=f"winograd_{tile}x{tile}", backend="cpu")
+    ours = dlkernels.conv2d(x, weight, padding=1, algo=f"winograd_{tile}x{tile}", backend="reference")
     return max_error(ours, reference) / max_error(F.conv2d(x, weight, padding=1), reference)
 
 
@@ -231,7 +231,7 @@ def accuracy_report(backend, device, record_property, shape=(2, 64, 14, 14)):
 
 
 def test_accuracy_report(record_property):
-    accuracy_report("cpu", "cpu", record_property)
+    accuracy_report("reference", "cpu", record_property)
 
 
 @pytest.mark.cuda
@@ -258,11 +258,11 @@ def test_measured_choice_times_the_accurate_candidates_once_per_shape(monkeypatc
     conv_ops.set_benchmark(True)
     try:
         x, weight = torch.randn(1, 8, 10, 10, dtype=torch.float64), torch.randn(8, 8, 3, 3, dtype=torch.float64)
-        out = dlkernels.conv2d(x, weight, padding=1, backend="cpu")
+        out = dlkernels.conv2d(x, weight, padding=1, backend="reference")
         assert len(conv_ops._MEASURED_TILES) == 1
         assert next(iter(conv_ops._MEASURED_TILES.values())) in (conv_ops.DIRECT, 4, 2)
-        dlkernels.conv2d(x, weight, padding=1, backend="cpu")
-        dlkernels.conv2d(x[:, :, :8], weight, padding=1, backend="cpu")  # another shape: measured again
+        dlkernels.conv2d(x, weight, padding=1, backend="reference")
+        dlkernels.conv2d(x[:, :, :8], weight, padding=1, backend="reference")  # another shape: measured again
         assert len(conv_ops._MEASURED_TILES) == 2
         torch.testing.assert_close(out, F.conv2d(x, weight, padding=1), rtol=1e-10, atol=1e-10)
     finally:
