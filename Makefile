@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Pins that match the GPU machine and work with Triton's CPU interpreter (numpy>=2.4 breaks it).
 CPU_TORCH := torch==2.13.0
-DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark ninja pybind11 tqdm matplotlib scikit-learn
+DEPS      := triton==3.6.0 "numpy<2.4" pytest pytest-benchmark expecttest ninja tqdm matplotlib scikit-learn
 
 .PHONY: test bench build native venv clean
 
@@ -17,7 +17,7 @@ $(VENV)/.ready:
 	    echo "using the CUDA torch of $(PYTHON)"; \
 	    $(PYTHON) -m venv --system-site-packages $(VENV) && \
 	    $(PY) -m pip install -q $$($(PY) -c "import triton" 2>/dev/null || echo triton==3.6.0) \
-	        pytest pytest-benchmark ninja pybind11 tqdm matplotlib; \
+	        pytest pytest-benchmark expecttest ninja tqdm matplotlib; \
 	else \
 	    $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q $(CPU_TORCH) $(DEPS); \
 	fi
@@ -25,8 +25,7 @@ $(VENV)/.ready:
 
 venv: $(VENV)/.ready
 
-# setup.py builds the native libraries (dlkernels/lib/libdlk_*.so, via csrc/build.py) and, while it
-# exists, the torch extension dlkernels._C. DLK_CUDA=0|1|auto and DLK_CUDA_ARCH pass through.
+# setup.py builds the native libraries (dlkernels/lib/libdlk_*.so, via csrc/build.py; no torch inside).
 build: venv
 	$(PY) -m pip install -q -e . --no-build-isolation
 	@test -f dlkernels/lib/libdlk_cpu.so || { echo "build: dlkernels/lib/libdlk_cpu.so was not built"; exit 1; }
@@ -42,4 +41,4 @@ bench: build
 	$(PY) -m dlkernels.bench
 
 clean:
-	rm -rf build *.egg-info dlkernels/*.so dlkernels/lib $(VENV)
+	rm -rf build *.egg-info dlkernels/lib $(VENV)

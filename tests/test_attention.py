@@ -607,12 +607,12 @@ def math_lse(q, k, v_unused=None, *, causal=False, bottom_right=True):
 def expect_wgmma_path():
     """Where the Hopper kernel can run (a 9.0 device, an sm_90a build), the launcher must choose it, so
     that these tests measure it rather than passing on the mma.sync fallback."""
-    from dlkernels import _C
+    from dlkernels._native.attention import attention_wgmma_available
     from dlkernels._backends import build_info
 
     archs = build_info()["cuda_archs"]
     if torch.cuda.get_device_capability() == (9, 0) and "90a" in archs and "90" not in archs:
-        assert _C.attention_wgmma_available(), "DLK_ATTENTION_WGMMA=1 on an sm_90a build and a 9.0 device"
+        assert attention_wgmma_available(), "DLK_ATTENTION_WGMMA=1 on an sm_90a build and a 9.0 device"
 
 
 @pytest.mark.cuda
