@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import dlkernels
 conv_ops = importlib.import_module("dlkernels.ops.conv2d")  # the package exports the function under this name
+from opinfo_samples import check_against_torch
 from helpers import CPU_BACKENDS, GPU_BACKENDS, LAYOUTS, in_layout, is_channels_last
 
 # torch's own padding="same" path warns about even kernels; the reference is meant to take it.
@@ -323,10 +324,10 @@ def _opcheck_args(backend, tile):
 @pytest.mark.parametrize("tile", [0, 2])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_opcheck(backend, tile):
-    torch.library.opcheck(conv_ops._conv2d, _opcheck_args(backend, tile))
+    torch.library.opcheck(torch.ops.dlk.conv2d.default, _opcheck_args(backend, tile))
     x, weight = _opcheck_args(backend, tile)[:2]
     grad = torch.randn(2, 4, 6, 6, dtype=torch.float64)
-    torch.library.opcheck(conv_ops._conv2d_backward, (grad, x.detach(), weight.detach(), [1, 1], [1, 1], [1, 1], 1,
+    torch.library.opcheck(torch.ops.dlk.conv2d_backward.default, (grad, x.detach(), weight.detach(), [1, 1], [1, 1], [1, 1], 1,
                                                       False, False, tile, backend, True, True))
 
 
@@ -405,7 +406,7 @@ BAD_INPUTS = {
 def test_bad_inputs_raise_clear_errors(case):
     args, error, message = BAD_INPUTS[case]
     with pytest.raises(error, match=message):
-        dlkernels.conv2d(**args)
+        dlkernels.conv2d(**args, backend="reference")  # our validation; auto would give torch's errors
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
@@ -420,7 +421,44 @@ def test_bad_inputs_raise_clear_errors(case):
 def test_bad_options_raise_clear_errors(kwargs, error, message):
     x, weight = torch.randn(1, 4, 8, 8), torch.randn(6, 4 // kwargs.get("groups", 1), 3, 3)
     with pytest.raises(error, match=message):
-        dlkernels.conv2d(x, weight, **kwargs)
+        dlkernels.conv2d(x, weight, **{"backend": "reference", **kwargs})
+
+
+# ------------------------------------------------------------- auto, torch and OpInfo
+@pytest.mark.parametrize("backend", ["auto", "torch", "reference"])
+def test_opinfo_samples_give_torchs_result_or_error(backend):
+    counts = check_against_torch("nn.functional.conv2d", dlkernels.conv2d, backend)
+    assert counts["same"] > 0 and counts["same_error"] > 0
+    if backend != "reference":
+        assert counts["unsupported"] == 0, counts
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_torch_backend_fuses_the_same_epilogue(activation):
+    x, w, b = torch.randn(2, 4, 9, 9, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64), \
+        torch.randn(6, dtype=torch.float64)
+    residual = torch.randn(2, 6, 9, 9, dtype=torch.float64)
+    args = dict(padding=1, activation=activation, residual=residual)
+    torch.testing.assert_close(dlkernels.conv2d(x, w, b, backend="torch", **args),
+                               dlkernels.conv2d(x, w, b, backend="reference", **args))
+
+
+def test_auto_runs_torch_on_cpu_and_where_ours_refuse():
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    explanation = dlkernels.explain(dlkernels.conv2d, x, w, padding=1)
+    assert [d.backend for d in explanation] == ["torch"]
+    torch.testing.assert_close(explanation.result, F.conv2d(x, w, padding=1), rtol=0, atol=0)
+    assert [d.backend for d in dlkernels.explain(dlkernels.conv2d, x, w, backend="reference")] == ["reference"]
+    # an empty batch: ours refuse by name, auto gives torch's result
+    empty = torch.randn(0, 4, 8, 8)
+    with pytest.raises(ValueError, match="must not be empty"):
+        dlkernels.conv2d(empty, w, backend="reference")
+    assert dlkernels.conv2d(empty, w).shape == (0, 6, 6, 6)
+    with pytest.raises(RuntimeError) as from_torch:
+        F.conv2d(x, torch.randn(6, 3, 3, 3))
+    with pytest.raises(RuntimeError) as from_auto:
+        dlkernels.conv2d(x, torch.randn(6, 3, 3, 3))
+    assert str(from_auto.value) == str(from_torch.value)
 
 
 # ----------------------------------------------------------------------------- GPU (vs cuDNN)

@@ -5,11 +5,12 @@ Two algorithms, each in every backend:
 - Winograd F(2x2,3x3) / F(4x4,3x3) for 3x3, stride 1, dilation 1, groups 1: forward, and the data
   gradient as the stride-1 3x3 convolution of grad_output with flipped, transposed weights.
 
-The custom ops dlk::conv2d and dlk::conv2d_backward carry fake implementations for torch.compile
-and the autograd formula. Backends implement the low-level entry points of csrc/bindings/conv2d.cpp
-under the same names: conv2d_forward / conv2d_backward_input / conv2d_backward_weight
-(triton_kernels/conv2d.py) and winograd_transform_weight / conv2d_winograd
-(triton_kernels/conv2d_winograd.py).
+The public conv2d picks a backend (dlkernels._backends.dispatch); "torch" is F.conv2d with the
+epilogue in torch ops. Our kernels run as the dlk::conv2d and dlk::conv2d_backward ops (fake
+implementations for torch.compile, the autograd formula). Backends implement the same low-level
+entry points: conv2d_forward / conv2d_backward_input / conv2d_backward_weight (dlkernels/_native/
+conv2d.py, triton_kernels/conv2d.py) and winograd_transform_weight / conv2d_winograd (their
+conv2d_winograd modules).
 
 algo="auto" never picks a Winograd tile whose measured error at the call's precision exceeds the
 op's accuracy bar (ACCURATE_WINOGRAD_TILES, checked by tests/test_conv2d.py).
@@ -19,10 +20,12 @@ from __future__ import annotations
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from dlkernels._backends import implementation, resolve_backend
+from dlkernels._backends import autotune_enabled, dispatch, implementation
+from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of, pair
 
 OP = "conv2d"
@@ -63,11 +66,10 @@ def _winograd_dgrad_weight(weight: Tensor, channels_last: bool) -> Tensor:
     return as_layout(weight.flip(2, 3).transpose(0, 1), _memory_format(channels_last))
 
 
-# ----------------------------------------------------------------------------- custom ops
-@torch.library.custom_op("dlk::conv2d", mutates_args=())
-def _conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, stride: list[int],
-            padding: list[int], dilation: list[int], groups: int, output_size: list[int], relu: bool,
-            channels_last: bool, allow_tf32: bool, tile: int, backend: str) -> Tensor:
+# ----------------------------------------------------------------------------- dlk ops
+def _conv2d_impl(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int, output_size: list[int], relu: bool,
+                 channels_last: bool, allow_tf32: bool, tile: int, backend: str) -> Tensor:
     if tile == DIRECT:
         return _direct(backend).conv2d_forward(x, weight, bias, residual, stride, padding, dilation, groups,
                                                output_size, relu, channels_last, allow_tf32)
@@ -77,15 +79,13 @@ def _conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | N
                                     allow_tf32)
 
 
-@_conv2d.register_fake
-def _(x, weight, bias, residual, stride, padding, dilation, groups, output_size, relu, channels_last, allow_tf32,
-      tile, backend):
+def _conv2d_fake(x, weight, bias, residual, stride, padding, dilation, groups, output_size, relu, channels_last,
+                 allow_tf32, tile, backend):
     return torch.empty((x.shape[0], weight.shape[0], *output_size), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(channels_last))
 
 
-@torch.library.custom_op("dlk::conv2d_backward", mutates_args=())
-def _conv2d_backward(grad_output: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+def _conv2d_backward_impl(grad_output: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
                      dilation: list[int], groups: int, channels_last: bool, allow_tf32: bool, tile: int,
                      backend: str, need_input: bool, need_weight: bool) -> tuple[Tensor, Tensor]:
     """(grad_input, grad_weight) of the convolution alone; an empty tensor for one not asked for."""
@@ -105,13 +105,18 @@ def _conv2d_backward(grad_output: Tensor, x: Tensor, weight: Tensor, stride: lis
     return grad_input, grad_weight
 
 
-@_conv2d_backward.register_fake
-def _(grad_output, x, weight, stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend,
-      need_input, need_weight):
+def _conv2d_backward_fake(grad_output, x, weight, stride, padding, dilation, groups, channels_last, allow_tf32,
+                          tile, backend, need_input, need_weight):
     fmt = _memory_format(channels_last)
     grad_input = torch.empty_like(x, memory_format=fmt) if need_input else grad_output.new_empty(0)
     grad_weight = torch.empty_like(weight, memory_format=fmt) if need_weight else grad_output.new_empty(0)
     return grad_input, grad_weight
+
+
+_conv2d_backward = define(
+    "conv2d_backward(Tensor grad_output, Tensor x, Tensor weight, int[] stride, int[] padding, int[] dilation, "
+    "int groups, bool channels_last, bool allow_tf32, int tile, str backend, bool need_input, bool need_weight) "
+    "-> (Tensor, Tensor)", _conv2d_backward_impl, _conv2d_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -140,7 +145,10 @@ def _backward(ctx, grad_output):
             grad_output if need_residual else None, *([None] * 10))
 
 
-_conv2d.register_autograd(_backward, setup_context=_setup_context)
+_conv2d = define(
+    "conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, int[] dilation, "
+    "int groups, int[] output_size, bool relu, bool channels_last, bool allow_tf32, int tile, str backend) -> Tensor",
+    _conv2d_impl, _conv2d_fake, setup_context=_setup_context, backward=_backward)
 
 
 # ----------------------------------------------------------------------------- argument handling
@@ -194,7 +202,7 @@ _MEASURED_TILES: dict[tuple, int] = {}
 def set_benchmark(enabled: bool) -> None:
     """Let algo="auto" time its candidates (direct and the accurate Winograd tiles) on the first call of each
     shape, dtype, layout and backend, and keep the fastest, as torch.backends.cudnn.benchmark does. Never
-    applies under torch.compile, where the heuristic decides."""
+    applies under torch.compile, where the heuristic decides. dlkernels.autotune(True) switches this on too."""
     _BENCHMARK["enabled"] = bool(enabled)
     _MEASURED_TILES.clear()
 
@@ -295,10 +303,31 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
            backend: str = "auto") -> Tensor:
     """act(F.conv2d(input, weight, bias, stride, padding, dilation, groups) + residual), act = ReLU or identity.
 
-    algo: "direct" (implicit GEMM), "winograd" (3x3 stride-1 layers; F(4x4,3x3) where accurate, else
-    F(2x2,3x3)), "winograd_2x2" / "winograd_4x4" to pick the tile, or "auto". fp32 inputs use TF32
-    tensor cores on GPU exactly when torch.backends.cudnn.allow_tf32 allows cuDNN to.
+    backend: "auto", "cuda", "triton", "reference" or "torch" (F.conv2d, then the residual add and ReLU).
+    algo (our kernels only): "direct" (implicit GEMM), "winograd" (3x3 stride-1 layers; F(4x4,3x3) where
+    accurate, else F(2x2,3x3)), "winograd_2x2" / "winograd_4x4" to pick the tile, or "auto". fp32 inputs use
+    TF32 tensor cores on GPU exactly when torch.backends.cudnn.allow_tf32 allows cuDNN to.
     """
+    def prepare(chosen: str):
+        return _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, residual, chosen)
+
+    def run_torch():
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{OP}: activation must be None or 'relu', got {activation!r}")
+        out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+        if residual is not None:
+            out = out + residual
+        return torch.relu(out) if activation == "relu" else out
+
+    def key():
+        return (tuple(input.shape), input.stride(), input.dtype, tuple(weight.shape), weight.stride(), bias is None,
+                residual is None, str(stride), str(padding), str(dilation), groups, algo, activation)
+
+    return dispatch(OP, backend, input, prepare, run_torch, key=key)
+
+
+def _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, residual, backend: str):
+    """Validates one call for our backend `backend`; returns the thunk that runs it."""
     _validate(input, weight, bias, residual, groups, algo, activation)
     stride = pair(OP, "stride", stride, minimum=1)
     dilation = pair(OP, "dilation", dilation, minimum=1)
@@ -316,33 +345,36 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
         raise ValueError(f"{OP}: residual must have the output's shape "
                          f"{(x.shape[0], weight.shape[0], *output_size)[0 if batched else 1:]}, "
                          f"got {tuple(residual.shape)}")
-    backend = resolve_backend(OP, backend, x.device)
     channels_last = layout_of(x) == torch.channels_last
     fmt = _memory_format(channels_last)
     allow_tf32 = x.dtype == torch.float32 and x.device.type == "cuda" and torch.backends.cudnn.allow_tf32
     tile = _tile_for(algo, x, weight, stride, dilation, groups, output_size, allow_tf32)
-    x, w = as_layout(x, fmt), as_layout(weight, fmt)
-    res = None if res is None else as_layout(res, fmt)
-    bias = None if bias is None else bias.contiguous()
-    relu = activation == "relu"
-    accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
-    if (algo == "auto" and _BENCHMARK["enabled"] and accurate and _winograd_eligible(weight, stride, dilation, groups)
-            and not torch.compiler.is_compiling()):
-        key = (tuple(x.shape), tuple(weight.shape), x.dtype, channels_last, tuple(begin), tuple(output_size),
-               allow_tf32, backend)
-        run = lambda t: _conv2d(x, w, bias, res, list(stride), list(begin), list(dilation), groups, output_size,
-                                relu, channels_last, allow_tf32, t, backend)
-        tile = _measured_tile([DIRECT, *accurate], run, key, x.device)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, weight, bias, residual))
-    if tile != DIRECT and not needs_grad and not torch.compiler.is_compiling() and not weight.is_inference():
-        transformed = _cached_transform(weight, w, tile, channels_last, backend)
-        out = _winograd(backend).conv2d_winograd(x, transformed, bias, res, list(begin), output_size, tile, relu,
-                                                 channels_last, allow_tf32)
-    else:
-        out = _conv2d(x, w, bias, res, list(stride), list(begin), list(dilation), groups, output_size, relu,
-                      channels_last, allow_tf32, tile, backend)
-    return out if batched else out.squeeze(0)
+
+    def run():
+        nonlocal tile
+        x_, w = as_layout(x, fmt), as_layout(weight, fmt)
+        res_ = None if res is None else as_layout(res, fmt)
+        bias_ = None if bias is None else bias.contiguous()
+        relu = activation == "relu"
+        accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
+        if (algo == "auto" and (_BENCHMARK["enabled"] or autotune_enabled()) and accurate
+                and _winograd_eligible(weight, stride, dilation, groups) and not torch.compiler.is_compiling()):
+            key = (tuple(x.shape), tuple(weight.shape), x.dtype, channels_last, tuple(begin), tuple(output_size),
+                   allow_tf32, backend)
+            launch = lambda t: _conv2d(x_, w, bias_, res_, list(stride), list(begin), list(dilation), groups,  # noqa: E731
+                                       output_size, relu, channels_last, allow_tf32, t, backend)
+            tile = _measured_tile([DIRECT, *accurate], launch, key, x.device)
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, weight, bias, residual))
+        if tile != DIRECT and not needs_grad and not torch.compiler.is_compiling() and not weight.is_inference():
+            transformed = _cached_transform(weight, w, tile, channels_last, backend)
+            out = _winograd(backend).conv2d_winograd(x_, transformed, bias_, res_, list(begin), output_size, tile,
+                                                     relu, channels_last, allow_tf32)
+        else:
+            out = _conv2d(x_, w, bias_, res_, list(stride), list(begin), list(dilation), groups, output_size, relu,
+                          channels_last, allow_tf32, tile, backend)
+        return out if batched else out.squeeze(0)
+    return run
 
 
 __all__ = ["ACCURATE_WINOGRAD_TILES", "ALGOS", "clear_weight_cache", "conv2d", "precision_of", "set_benchmark"]
