@@ -26,3 +26,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _torch_backends_flags_settable():
+    """PyTorch's test utilities (imported by opcheck and the OpInfo database) freeze torch.backends flags
+    for the rest of the process; our bench modules set cudnn flags as users do, so thaw them per test."""
+    torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True

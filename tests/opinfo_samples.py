@@ -18,6 +18,7 @@ UNSUPPORTED = (TypeError, ValueError)
 
 @functools.cache
 def opinfo(name: str, variant: str = ""):
+    # (PyTorch's test utilities freeze torch.backends flags on import: tests/conftest.py thaws them per test.)
     from torch.testing._internal.common_methods_invocations import op_db  # slow import (~8 s): once
 
     return next(op for op in op_db if op.name == name and op.variant_test_name == variant)
