@@ -27,8 +27,7 @@ class DlkOp:
         self.overload, self._needs_grad = overload, needs_grad
 
     def __call__(self, *args):
-        if self._needs_grad is None or torch.compiler.is_compiling() or \
-                torch.is_grad_enabled() and self._needs_grad(args):
+        if torch.compiler.is_compiling() or torch.is_grad_enabled() and self._needs_grad(args):
             return self.overload(*args)
         with torch._C._AutoDispatchBelowAutograd():
             return self.overload(*args)
@@ -39,8 +38,8 @@ def define(schema: str, impl: Callable, fake: Callable, *, setup_context: Callab
     """Define dlk::<name> from `schema` ("name(Tensor x, int[] k, ...) -> Tensor") and register it.
 
     `setup_context(ctx, inputs, output)` and `backward(ctx, *grad_outputs)` follow
-    torch.library.register_autograd's convention; without them the op has no derivative (autograd
-    then refuses to differentiate through it, which is what double backward of our ops meets).
+    torch.library.register_autograd's convention; without them the op has no derivative, and
+    differentiating through it raises (which is what double backward of our ops meets).
     """
     name = schema.split("(", 1)[0]
     LIBRARY.define(schema)
@@ -48,8 +47,21 @@ def define(schema: str, impl: Callable, fake: Callable, *, setup_context: Callab
     LIBRARY.impl(name, impl, "CPU")
     LIBRARY.impl(name, impl, "CUDA")
     torch.library.register_fake(f"dlk::{name}", fake, lib=LIBRARY)
-    needs_grad = None if backward is None else _register_autograd(name, op, setup_context, backward)
-    return DlkOp(op, needs_grad)
+    if backward is None:  # without an Autograd kernel torch would differentiate it silently wrong (a warning)
+        setup_context, backward = _no_context, _no_derivative(name)
+    return DlkOp(op, _register_autograd(name, op, setup_context, backward))
+
+
+def _no_context(ctx, inputs, output) -> None:
+    pass
+
+
+def _no_derivative(name: str) -> Callable:
+    def backward(ctx, *grads):
+        # custom_op's wording, which dlkernels.models' double-backward check reads
+        raise RuntimeError(f"Trying to backward through dlk::{name} but no autograd formula was registered "
+                           "(dlkernels has no double backward for this op yet)")
+    return backward
 
 
 def _register_autograd(name: str, op, setup_context: Callable, backward: Callable) -> Callable:
@@ -57,7 +69,7 @@ def _register_autograd(name: str, op, setup_context: Callable, backward: Callabl
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
 
-    function = type(f"{name}_function", (torch.autograd.Function,), {
+    function = type(f"dlk_{name}", (torch.autograd.Function,), {  # grad_fn: dlk_<name>Backward
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),

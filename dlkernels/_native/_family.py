@@ -11,9 +11,12 @@ import ctypes
 
 import torch
 
+from dlkernels._enums import DType
+
 from dlkernels import _native
 
-DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
+DTYPE_CODES = {torch.float16: int(DType.FLOAT16), torch.bfloat16: int(DType.BFLOAT16), torch.float32: int(DType.FLOAT32),
+               torch.float64: int(DType.FLOAT64)}
 
 
 def dtype_code(t: torch.Tensor, what: str) -> int:

@@ -13,10 +13,11 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from dlkernels._backends import dispatch, implementation
+from dlkernels._enums import PoolMode
 from dlkernels._library import define
 from dlkernels._validation import as_layout, check_tensor, layout_of, pair
 
-MAX, AVG, ADAPTIVE_AVG = 0, 1, 2  # dlk::PoolMode in csrc/include/dlk/pool2d.h
+MAX, AVG, ADAPTIVE_AVG = int(PoolMode.MAX), int(PoolMode.AVG), int(PoolMode.ADAPTIVE_AVG)  # generated from C++
 NO_DILATION = [1, 1]
 
 
