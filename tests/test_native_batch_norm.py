@@ -1,7 +1,6 @@
 """dlkernels._native.batch_norm: the fused BatchNorm ops over the C ABI (libdlk_cpu.so / libdlk_cuda.so).
 
-Every entry point is compared exactly with torch.ops.dlk_C (the same C++ code behind the torch
-extension, while it exists) and, chained as training and eval forward and backward, with torch's
+Every entry point is compared, chained as training and eval forward and backward, with torch's
 F.batch_norm (+ residual) (+ relu) and autograd within tolerances.
 """
 import pytest
@@ -15,14 +14,6 @@ if not _native.has_cpu_lib():
 
 from dlkernels._native import batch_norm as native  # noqa: E402  (declares its symbols on import)
 
-try:
-    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
-
-    HAS_EXTENSION = True
-except ImportError:
-    HAS_EXTENSION = False
-
-needs_extension = pytest.mark.skipif(not HAS_EXTENSION, reason="dlkernels._C (torch extension) is not built")
 
 TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-5), torch.bfloat16: (3e-2, 3e-2),
               torch.float16: (3e-3, 3e-3)}
@@ -111,39 +102,6 @@ def test_forward_and_backward_match_torch(shape, dtype, training, epilogue, chan
         assert_close(grad_residual, ref_residual.grad, dtype)
     else:
         assert grad_residual.numel() == 0
-
-
-@needs_extension
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
-def test_same_results_as_the_torch_extension(dtype, channels_last):
-    shape = (3, 4, 5, 6)
-    x, residual = make(shape, dtype, channels_last, offset=1.0), make(shape, dtype, channels_last)
-    weight, bias = per_channel(4, dtype), per_channel(4, dtype)
-    running = [per_channel(4, dtype), per_channel(4, dtype, positive=True)]
-    ext_running = [t.clone() for t in running]
-    ours = native.batch_norm_stats(x, *running, MOMENTUM, EPS, channels_last)
-    theirs = torch.ops.dlk_C.batch_norm_stats(x, *ext_running, MOMENTUM, EPS, channels_last)
-    for a, b in zip([*ours, *running], [*theirs, *ext_running]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    mean, invstd = ours
-    out = native.batch_norm_apply(x, mean, invstd, weight, bias, residual, True, channels_last)
-    ext_out = torch.ops.dlk_C.batch_norm_apply(x, mean, invstd, weight, bias, residual, True, channels_last)
-    torch.testing.assert_close(out, ext_out, rtol=0, atol=0)
-    assert out.stride() == ext_out.stride()
-    grad_output = make(shape, dtype, channels_last)
-    ours = native.batch_norm_backward_reduce(grad_output, out, x, mean, invstd, True, channels_last)
-    theirs = torch.ops.dlk_C.batch_norm_backward_reduce(grad_output, out, x, mean, invstd, True, channels_last)
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for training in (True, False):
-        args = (grad_output, out, x, mean, invstd, weight, *ours, training, True, True, channels_last)
-        for a, b in zip(native.batch_norm_backward_apply(*args), torch.ops.dlk_C.batch_norm_backward_apply(*args)):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # Optional tensors absent.
-    torch.testing.assert_close(native.batch_norm_apply(x, mean, invstd, None, None, None, False, channels_last),
-                               torch.ops.dlk_C.batch_norm_apply(x, mean, invstd, None, None, None, False,
-                                                                channels_last), rtol=0, atol=0)
 
 
 def test_stats_without_running_statistics_and_empty_input():

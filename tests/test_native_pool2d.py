@@ -1,7 +1,6 @@
 """dlkernels._native.pool2d: the pooling ops over the C ABI (libdlk_cpu.so / libdlk_cuda.so).
 
-Every entry point is compared exactly with torch.ops.dlk_C (the same C++ code behind the torch
-extension, while it exists) and with torch's own pooling: max values and indices exactly, averages
+Every entry point is compared with torch's own pooling: max values and indices exactly, averages
 within tolerances.
 """
 import pytest
@@ -15,14 +14,6 @@ if not _native.has_cpu_lib():
 
 from dlkernels._native import pool2d as native  # noqa: E402  (declares its symbols on import)
 
-try:
-    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
-
-    HAS_EXTENSION = True
-except ImportError:
-    HAS_EXTENSION = False
-
-needs_extension = pytest.mark.skipif(not HAS_EXTENSION, reason="dlkernels._C (torch extension) is not built")
 
 MAX, AVG, ADAPTIVE = 0, 1, 2
 TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6), torch.bfloat16: (1e-2, 1e-2),
@@ -107,24 +98,6 @@ def test_forward_and_backward_match_torch(name, dtype, channels_last):
     expected.backward(grad_output)
     assert grad_input.shape == x.shape and grad_input.is_contiguous(memory_format=expected_format)
     assert_close(grad_input, reference_x.grad, dtype)
-
-
-@needs_extension
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("name", CASES)
-def test_same_results_as_the_torch_extension(name, dtype, channels_last):
-    case = CASES[name]
-    x = make_input(case, dtype, channels_last)
-    out, indices = native.pool2d_forward(x, *forward_args(case, channels_last))
-    ext_out, ext_indices = torch.ops.dlk_C.pool2d_forward(x, *forward_args(case, channels_last))
-    torch.testing.assert_close(out, ext_out, rtol=0, atol=0)
-    torch.testing.assert_close(indices, ext_indices, rtol=0, atol=0)
-    grad_output = torch.randn_like(out)
-    grad_input = native.pool2d_backward(grad_output, indices, *backward_args(case, channels_last))
-    ext_grad_input = torch.ops.dlk_C.pool2d_backward(grad_output, ext_indices, *backward_args(case, channels_last))
-    torch.testing.assert_close(grad_input, ext_grad_input, rtol=0, atol=0)
-    assert grad_input.stride() == ext_grad_input.stride()
 
 
 def test_empty_batch():

@@ -1,10 +1,8 @@
 """dlkernels._native.rnn: the LSTM / GRU layer recurrence over the C ABI (libdlk_cpu.so / libdlk_cuda.so).
 
-Both entry points are compared exactly with torch.ops.dlk_C (the same C++ code behind the torch
-extension, while it exists) and, within tolerances, with the step math of dlk/rnn.h written in
+Both entry points are compared, within tolerances, with the step math of dlk/rnn.h written in
 float64 torch ops, differentiated by autograd.
 """
-import inspect
 
 import pytest
 import torch
@@ -16,12 +14,6 @@ if not _native.has_cpu_lib():
 
 from dlkernels._native import rnn as native  # noqa: E402  (declares its symbols on import)
 
-try:
-    import dlkernels._C  # noqa: F401  registers torch.ops.dlk_C
-
-    HAS_EXTENSION = True
-except ImportError:
-    HAS_EXTENSION = False
 
 TOLERANCES = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-4), torch.bfloat16: (5e-2, 5e-2)}
 
@@ -111,12 +103,6 @@ def test_forward_and_backward(cell, dtype, reverse, packed):
         assert grad_gh.numel() == 0
     else:  # grad_gh is d loss / d (h W_hh^T + b_hh) per step: summed over steps and batch it is grad b_hh
         close(grad_gh.sum(dim=(0, 1)), expected["b_hh"], dtype)
-    if HAS_EXTENSION:
-        ext = torch.ops.dlk_C.rnn_layer_forward(cell, x_proj, w_hh, b_hh, h0, c0, lengths, reverse, True)
-        assert all(torch.equal(a, e) for a, e in zip((h_all, c_all, h_n, c_n, saved), ext))
-        ext = torch.ops.dlk_C.rnn_layer_backward(cell, grad_h_all, grad_h_n, grad_c_n, w_hh, h0, c0, h_all, c_all,
-                                                 saved, lengths, reverse)
-        assert all(torch.equal(a, e) for a, e in zip(grads, ext))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -152,14 +138,6 @@ def test_cpu_library_checks_lengths():
     with pytest.raises(RuntimeError, match=r"lengths\[1\] = 4 is outside \[1, 3\]"):
         native.rnn_layer_forward("gru", x_proj, w_hh, b_hh, h0, c0, torch.tensor([3, 4], dtype=torch.int32), False,
                                  True)
-
-
-@pytest.mark.skipif(not HAS_EXTENSION, reason="dlkernels._C (torch extension) is not built")
-@pytest.mark.parametrize("entry", ["rnn_layer_forward", "rnn_layer_backward"])
-def test_signature_is_the_extension_ops(entry):
-    """Same parameter names, in the same order, as the torch.ops.dlk_C schema the function replaces."""
-    schema = getattr(torch.ops.dlk_C, entry).default._schema
-    assert list(inspect.signature(getattr(native, entry)).parameters) == [a.name for a in schema.arguments]
 
 
 # ------------------------------------------------------------------------------------------ GPU
