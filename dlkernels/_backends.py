@@ -298,25 +298,3 @@ def _autotuned(op: str, device: torch.device, prepare, run_torch, shape_key: Has
         return run()
     _note(op, "torch", "autotune: fastest of torch and " + ", ".join(available_backends(device)))
     return run_torch()
-
-
-# ----------------------------------------------------------- before the ops moved to dispatch
-def resolve_backend(op: str, backend: str, device: torch.device, preference: dict | None = None) -> str:
-    """The concrete backend of ours for one call (ops not yet on `dispatch`): "auto" prefers CUDA, then
-    Triton on GPU, the C++ reference on CPU. Raises a clear error when none can run."""
-    if backend != "auto":
-        backend = canonical(op, backend)
-        if backend == "torch":
-            raise ValueError(f"{op}: backend 'torch' is not supported by this op yet")
-        reason = unavailable_reason(backend, device)
-        if reason is not None:
-            raise RuntimeError(f"{op}: backend {backend!r} is unavailable: {reason}")
-        return backend
-    order = (preference or {"cuda": ("cuda", "triton"), "cpu": ("reference", "triton")}).get(device.type, ())
-    reasons = []
-    for candidate in order:
-        reason = unavailable_reason(candidate, device)
-        if reason is None:
-            return candidate
-        reasons.append(f"{candidate}: {reason}")
-    raise RuntimeError(f"{op}: no backend can run on {device.type} tensors ({'; '.join(reasons) or 'unsupported device'})")
