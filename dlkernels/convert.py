@@ -13,6 +13,7 @@ from dlkernels.ops.attention import HEAD_DIMS
 # subclass may change forward().
 DROP_INS: dict[type, tuple[type, dict]] = {
     nn.Conv2d: (dnn.Conv2d, {}),
+    nn.ConvTranspose2d: (dnn.ConvTranspose2d, {}),
     nn.MaxPool2d: (dnn.MaxPool2d, {}),
     nn.AvgPool2d: (dnn.AvgPool2d, {}),
     nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
@@ -33,7 +34,7 @@ def _constructor_args(module: nn.Module, cls: type) -> dict:
         return {name: getattr(module, name) for name in names}
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in _NOT_ATTRIBUTES]
     args = {name: getattr(module, name) for name in names if hasattr(module, name)}
-    if cls is dnn.Conv2d:  # nn.Conv2d(bias=True) keeps the tensor (or None) under the argument's name
+    if cls in (dnn.Conv2d, dnn.ConvTranspose2d):  # bias=True is kept as the tensor (or None) under that name
         args["bias"] = module.bias is not None
     if cls is dnn.BatchNormReLU2d:  # likewise BatchNorm2d(bias=False) (torch >= 2.13); no tensors at all without affine
         args["bias"] = module.bias is not None or not module.affine
