@@ -129,7 +129,7 @@ def test_checks_before_the_kernel():
         native.batch_norm_apply(x, mean, invstd, torch.ones(4), None, None, False, False)
     with pytest.raises(RuntimeError, match="residual must have the input's shape"):
         native.batch_norm_apply(x, mean, invstd, None, None, x.double(), False, False)
-    with pytest.raises(RuntimeError, match="output is needed when relu is set"):
+    with pytest.raises(RuntimeError, match="output is needed with the activation"):
         native.batch_norm_backward_reduce(x, None, x, mean, invstd, True, False)
 
 
@@ -142,10 +142,16 @@ def test_library_reports_bad_arguments():
     with pytest.raises(RuntimeError, match=r"batch_norm_stats \(cpu\).*sizes must be non-negative"):
         _native.check(status, lib, "batch_norm_stats")
     status = lib.dlk_batch_norm_backward_reduce_cpu(x.data_ptr(), None, x.data_ptr(), stat.data_ptr(),
-                                                    stat.data_ptr(), stat.data_ptr(), stat.data_ptr(), 1,
+                                                    stat.data_ptr(), stat.data_ptr(), stat.data_ptr(), 1, 0.0,
                                                     2, 1, 2, 4, 0)
-    with pytest.raises(RuntimeError, match="output is needed when relu is set"):
+    with pytest.raises(RuntimeError, match="output is needed with the activation"):
         _native.check(status, lib, "batch_norm_backward_reduce")
+    # The backward reads the slope from the output's sign: a negative slope would flip it.
+    out = torch.empty_like(x)
+    status = lib.dlk_batch_norm_apply_cpu(x.data_ptr(), stat.data_ptr(), stat.data_ptr(), None, None, None,
+                                          out.data_ptr(), 1, -0.1, 2, 1, 2, 4, 0)
+    with pytest.raises(RuntimeError, match="negative_slope must be >= 0"):
+        _native.check(status, lib, "batch_norm_apply")
 
 
 @pytest.mark.cuda

@@ -149,11 +149,16 @@ def test_library_reports_bad_arguments():
     x = make((1, 2, 4, 4), torch.float32, False)
     y = torch.empty(1, 2, 4, 4)
     geometry = (1, 2, 4, 4, 2, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0)
-    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *geometry, 0, 7)
+    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *geometry, 0, 0.0, 7)
     assert status == 1 and "unknown dtype code 7" in lib.last_error()
     bad_groups = geometry[:15] + (3,) + geometry[16:]
-    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *bad_groups, 0, 2)
+    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *bad_groups, 0, 0.0, 2)
     assert status == 2 and "groups" in lib.last_error()
+    # The backward reads the slope from the output's sign: a negative slope would flip it.
+    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *geometry, 1, -0.5, 2)
+    assert status == 2 and "negative_slope must be >= 0" in lib.last_error()
+    status = lib.dlk_conv2d_forward_cpu(x.data_ptr(), x.data_ptr(), None, None, y.data_ptr(), *geometry, 0, -0.5, 2)
+    assert status == 0  # ignored while the activation is off
     with pytest.raises(RuntimeError, match="unknown dtype code 7"):
         _native.check(lib.dlk_conv2d_winograd_transform_weight_cpu(x.data_ptr(), y.data_ptr(), 2, 2, 2, 0, 7), lib,
                       "winograd_transform_weight")

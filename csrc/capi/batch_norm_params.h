@@ -19,39 +19,43 @@
       double eps, DLK_BN_GEOMETRY_ARGS
 #define DLK_BN_APPLY_ARGS                                                                             \
   const void *input, const void *mean, const void *invstd, const void *weight, const void *bias,   \
-      const void *residual, void *output, int relu, DLK_BN_GEOMETRY_ARGS
+      const void *residual, void *output, int activation, double negative_slope, DLK_BN_GEOMETRY_ARGS
 #define DLK_BN_BACKWARD_REDUCE_ARGS                                                                     \
   const void *grad_output, const void *output, const void *input, const void *mean, const void *invstd, \
-      void *sum_dy, void *sum_dy_xhat, int relu, DLK_BN_GEOMETRY_ARGS
+      void *sum_dy, void *sum_dy_xhat, int activation, double negative_slope, DLK_BN_GEOMETRY_ARGS
 #define DLK_BN_BACKWARD_APPLY_ARGS                                                                      \
   const void *grad_output, const void *output, const void *input, const void *mean, const void *invstd, \
       const void *weight, const void *sum_dy, const void *sum_dy_xhat, void *grad_input, void *grad_residual, \
-      int training, int relu, DLK_BN_GEOMETRY_ARGS
+      int training, int activation, double negative_slope, DLK_BN_GEOMETRY_ARGS
 
 #define DLK_BN_STATS_NAMES \
   input, mean, invstd, running_mean, running_var, momentum, eps, DLK_BN_GEOMETRY_NAMES
-#define DLK_BN_APPLY_NAMES input, mean, invstd, weight, bias, residual, output, relu, DLK_BN_GEOMETRY_NAMES
+#define DLK_BN_APPLY_NAMES input, mean, invstd, weight, bias, residual, output, activation, negative_slope, \
+      DLK_BN_GEOMETRY_NAMES
 #define DLK_BN_BACKWARD_REDUCE_NAMES \
-  grad_output, output, input, mean, invstd, sum_dy, sum_dy_xhat, relu, DLK_BN_GEOMETRY_NAMES
+  grad_output, output, input, mean, invstd, sum_dy, sum_dy_xhat, activation, negative_slope, DLK_BN_GEOMETRY_NAMES
 #define DLK_BN_BACKWARD_APPLY_NAMES                                                                  \
   grad_output, output, input, mean, invstd, weight, sum_dy, sum_dy_xhat, grad_input, grad_residual, \
-      training, relu, DLK_BN_GEOMETRY_NAMES
+      training, activation, negative_slope, DLK_BN_GEOMETRY_NAMES
 
 namespace dlk::capi {
 
-inline bool fill_bn_geometry(BatchNormParams& p, const char* what, int relu, DLK_BN_GEOMETRY_ARGS) {
+inline bool fill_bn_geometry(BatchNormParams& p, const char* what, int activation, double negative_slope,
+                             DLK_BN_GEOMETRY_ARGS) {
   if (!valid_dtype(dtype)) return invalid_argument(what, "unknown dtype " + std::to_string(dtype)), false;
+  if (check_activation(what, activation != 0, negative_slope) != DLK_OK) return false;
   if (batch < 0 || channels < 0 || spatial < 0) return invalid_argument(what, "sizes must be non-negative"), false;
   p.batch = batch;
   p.channels = channels;
   p.spatial = spatial;
   p.channels_last = channels_last != 0;
-  p.relu = relu != 0;
+  p.activation = activation != 0;
+  p.negative_slope = negative_slope;
   return true;
 }
 
 inline bool fill_bn_stats(BatchNormStatsParams& p, const char* what, DLK_BN_STATS_ARGS) {
-  if (!fill_bn_geometry(p, what, /*relu=*/0, DLK_BN_GEOMETRY_NAMES)) return false;
+  if (!fill_bn_geometry(p, what, /*activation=*/0, /*negative_slope=*/0, DLK_BN_GEOMETRY_NAMES)) return false;
   p.input = input;
   p.mean = mean;
   p.invstd = invstd;
@@ -63,7 +67,7 @@ inline bool fill_bn_stats(BatchNormStatsParams& p, const char* what, DLK_BN_STAT
 }
 
 inline bool fill_bn_apply(BatchNormApplyParams& p, const char* what, DLK_BN_APPLY_ARGS) {
-  if (!fill_bn_geometry(p, what, relu, DLK_BN_GEOMETRY_NAMES)) return false;
+  if (!fill_bn_geometry(p, what, activation, negative_slope, DLK_BN_GEOMETRY_NAMES)) return false;
   p.input = input;
   p.mean = mean;
   p.invstd = invstd;
@@ -75,10 +79,11 @@ inline bool fill_bn_apply(BatchNormApplyParams& p, const char* what, DLK_BN_APPL
 }
 
 inline bool fill_bn_backward_reduce(BatchNormBwdReduceParams& p, const char* what, DLK_BN_BACKWARD_REDUCE_ARGS) {
-  if (!fill_bn_geometry(p, what, relu, DLK_BN_GEOMETRY_NAMES)) return false;
-  if (relu && output == nullptr) return invalid_argument(what, "output is needed when relu is set"), false;
+  if (!fill_bn_geometry(p, what, activation, negative_slope, DLK_BN_GEOMETRY_NAMES)) return false;
+  if (activation && output == nullptr)
+    return invalid_argument(what, "output is needed with the activation (its sign picks the gradient's scale)"), false;
   p.grad_output = grad_output;
-  p.output = relu ? output : nullptr;
+  p.output = activation ? output : nullptr;
   p.input = input;
   p.mean = mean;
   p.invstd = invstd;
@@ -88,10 +93,11 @@ inline bool fill_bn_backward_reduce(BatchNormBwdReduceParams& p, const char* wha
 }
 
 inline bool fill_bn_backward_apply(BatchNormBwdApplyParams& p, const char* what, DLK_BN_BACKWARD_APPLY_ARGS) {
-  if (!fill_bn_geometry(p, what, relu, DLK_BN_GEOMETRY_NAMES)) return false;
-  if (relu && output == nullptr) return invalid_argument(what, "output is needed when relu is set"), false;
+  if (!fill_bn_geometry(p, what, activation, negative_slope, DLK_BN_GEOMETRY_NAMES)) return false;
+  if (activation && output == nullptr)
+    return invalid_argument(what, "output is needed with the activation (its sign picks the gradient's scale)"), false;
   p.grad_output = grad_output;
-  p.output = relu ? output : nullptr;
+  p.output = activation ? output : nullptr;
   p.input = input;
   p.mean = mean;
   p.invstd = invstd;

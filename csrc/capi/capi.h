@@ -23,7 +23,7 @@
 #define DLK_API __attribute__((visibility("default")))
 #endif
 
-#define DLK_ABI_VERSION 2
+#define DLK_ABI_VERSION 3
 
 // Failure codes. 1-3 mirror dlk::Status (csrc/include/dlk/common.h).
 #define DLK_OK 0

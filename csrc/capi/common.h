@@ -61,4 +61,12 @@ inline int invalid_argument(const char* what, const std::string& why) {
   return DLK_ERR_INVALID_ARGUMENT;
 }
 
+// The fused epilogues' activation (dlk/activation.h): the backward picks 1 or the slope from the
+// output's sign, which is the input's only for slopes >= 0 (a NaN slope fails the comparison too).
+inline int check_activation(const char* what, bool activation, double negative_slope) {
+  if (activation && !(negative_slope >= 0))
+    return invalid_argument(what, "negative_slope must be >= 0, got " + std::to_string(negative_slope));
+  return DLK_OK;
+}
+
 }  // namespace dlk::capi

@@ -22,10 +22,11 @@
   batch, in_channels, in_h, in_w, out_channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, \
       dilation_h, dilation_w, groups, channels_last, allow_tf32
 
-// output = act(conv(input, weight) + bias + residual); bias and residual nullable.
+// output = act(conv(input, weight) + bias + residual); bias and residual nullable; act = identity, or
+// LeakyReLU(negative_slope) when activation != 0 (slope 0: ReLU).
 #define DLK_CONV2D_FORWARD_PARAMS                                                                            \
   const void *input, const void *weight, const void *bias, const void *residual, void *output,              \
-      DLK_CONV2D_GEOMETRY_PARAMS, int relu, int dtype
+      DLK_CONV2D_GEOMETRY_PARAMS, int activation, double negative_slope, int dtype
 #define DLK_CONV2D_BACKWARD_INPUT_PARAMS \
   const void *grad_output, const void *weight, void *grad_input, DLK_CONV2D_GEOMETRY_PARAMS, int dtype
 #define DLK_CONV2D_BACKWARD_WEIGHT_PARAMS \
@@ -38,7 +39,8 @@
 #define DLK_CONV2D_WINOGRAD_PARAMS                                                                              \
   const void *input, const void *transformed_weight, const void *bias, const void *residual, void *output,      \
       int64_t batch, int64_t in_channels, int64_t in_h, int64_t in_w, int64_t out_channels, int64_t out_h,      \
-      int64_t out_w, int pad_h, int pad_w, int tile, int channels_last, int allow_tf32, int relu, int dtype
+      int64_t out_w, int pad_h, int pad_w, int tile, int channels_last, int allow_tf32, int activation, \
+      double negative_slope, int dtype
 
 DLK_API int dlk_conv2d_forward_cpu(DLK_CONV2D_FORWARD_PARAMS);
 DLK_API int dlk_conv2d_backward_input_cpu(DLK_CONV2D_BACKWARD_INPUT_PARAMS);

@@ -10,8 +10,9 @@ using namespace dlk::capi;
 DLK_API int dlk_conv2d_forward_cpu(DLK_CONV2D_FORWARD_PARAMS) {
   constexpr const char* what = "conv2d_forward (cpu)";
   const Conv2dFwdParams p = conv2d_forward_params(input, weight, bias, residual, output, DLK_CONV2D_GEOMETRY_ARGS,
-                                                  relu, dtype);
+                                                  activation, negative_slope, dtype);
   if (const int status = check_conv2d(what, p, dtype)) return status;
+  if (const int status = check_activation(what, p.activation, p.negative_slope)) return status;
   return guarded(what, [&] { return conv2d_forward_cpu(p, DType(dtype)); });
 }
 
@@ -43,7 +44,8 @@ DLK_API int dlk_conv2d_winograd_cpu(DLK_CONV2D_WINOGRAD_PARAMS) {
   constexpr const char* what = "conv2d_winograd (cpu)";
   const WinogradFwdParams p =
       conv2d_winograd_params(input, transformed_weight, bias, residual, output, batch, in_channels, in_h, in_w,
-                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, relu, dtype);
+                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, activation,
+                             negative_slope, dtype);
   if (const int status = check_conv2d_winograd(what, p, dtype)) return status;
   return guarded(what, [&] { return conv2d_winograd_cpu(p, DType(dtype)); });
 }

@@ -13,8 +13,9 @@ using namespace dlk::capi;
 DLK_API int dlk_conv2d_forward_cuda(DLK_CONV2D_FORWARD_PARAMS, void* stream) {
   constexpr const char* what = "conv2d_forward (cuda)";
   const Conv2dFwdParams p = conv2d_forward_params(input, weight, bias, residual, output, DLK_CONV2D_GEOMETRY_ARGS,
-                                                  relu, dtype);
+                                                  activation, negative_slope, dtype);
   if (const int status = check_conv2d(what, p, dtype)) return status;
+  if (const int status = check_activation(what, p.activation, p.negative_slope)) return status;
   return guarded(what, [&] { return conv2d_forward_cuda(p, DType(dtype), static_cast<cudaStream_t>(stream)); });
 }
 
@@ -65,7 +66,8 @@ DLK_API int dlk_conv2d_winograd_workspace_bytes_cuda(DLK_CONV2D_WINOGRAD_PARAMS,
   constexpr const char* what = "conv2d_winograd workspace (cuda)";
   const WinogradFwdParams p =
       conv2d_winograd_params(input, transformed_weight, bias, residual, output, batch, in_channels, in_h, in_w,
-                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, relu, dtype);
+                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, activation,
+                             negative_slope, dtype);
   if (const int status = check_conv2d_winograd(what, p, dtype)) return status;
   return guarded(what, [&] {
     *workspace_bytes = static_cast<int64_t>(conv2d_winograd_workspace_bytes(p, DType(dtype)));
@@ -78,7 +80,8 @@ DLK_API int dlk_conv2d_winograd_cuda(DLK_CONV2D_WINOGRAD_PARAMS, void* workspace
   constexpr const char* what = "conv2d_winograd (cuda)";
   const WinogradFwdParams p =
       conv2d_winograd_params(input, transformed_weight, bias, residual, output, batch, in_channels, in_h, in_w,
-                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, relu, dtype);
+                             out_channels, out_h, out_w, pad_h, pad_w, tile, channels_last, allow_tf32, activation,
+                             negative_slope, dtype);
   if (const int status = check_conv2d_winograd(what, p, dtype)) return status;
   if (workspace_bytes < 0) return invalid_argument(what, "workspace_bytes must not be negative");
   return guarded(what, [&] {

@@ -51,7 +51,8 @@ inline Conv2dFwdParams conv2d_forward_params(DLK_CONV2D_FORWARD_PARAMS) {
   p.bias = bias;
   p.residual = residual;
   p.output = output;
-  p.relu = relu != 0;
+  p.activation = activation != 0;
+  p.negative_slope = negative_slope;
   return p;
 }
 
@@ -116,12 +117,14 @@ inline WinogradFwdParams conv2d_winograd_params(DLK_CONV2D_WINOGRAD_PARAMS) {
   p.bias = bias;
   p.residual = residual;
   p.output = output;
-  p.relu = relu != 0;
+  p.activation = activation != 0;
+  p.negative_slope = negative_slope;
   return p;
 }
 
 inline int check_conv2d_winograd(const char* what, const WinogradFwdParams& p, int dtype) {
   if (const int status = check_winograd_tile(what, p.tile, dtype)) return status;
+  if (const int status = check_activation(what, p.activation, p.negative_slope)) return status;
   return check_conv2d(what, p, dtype);
 }
 

@@ -51,17 +51,17 @@ void apply(const BatchNormApplyParams& p) {
     for_each_in_channel<T>(p, c, [&](int64_t i) {
       Acc y = to_acc(in[i]) * scale + shift;
       if (residual) y += to_acc(residual[i]);
-      if (p.relu && !(y > Acc(0)) && !std::isnan(y)) y = Acc(0);
+      y = activate(y, p.activation, Acc(p.negative_slope));
       out[i] = from_acc<T>(y);
     });
   }
 }
 
-// The gradient reaching the normalisation: ReLU blocks it where the output is <= 0 (a NaN output
-// lets it through, as torch's threshold_backward does).
+// The gradient reaching the normalisation: through the activation, decided from the saved output.
 template <typename T, typename Acc>
-Acc masked_grad(const T* grad_output, const T* output, bool relu, int64_t i) {
-  return (relu && to_acc(output[i]) <= Acc(0)) ? Acc(0) : Acc(to_acc(grad_output[i]));
+Acc activation_grad(const T* grad_output, const T* output, const BatchNormParams& p, int64_t i) {
+  const Acc g = Acc(to_acc(grad_output[i]));
+  return p.activation ? leaky_relu_backward(g, Acc(to_acc(output[i])), Acc(p.negative_slope)) : g;
 }
 
 template <typename T>
@@ -75,7 +75,7 @@ void backward_reduce(const BatchNormBwdReduceParams& p) {
     const double mean = stat_ptr<Stat>(p.mean)[c], invstd = stat_ptr<Stat>(p.invstd)[c];
     double sum_dy = 0, sum_dy_xhat = 0;
     for_each_in_channel<T>(p, c, [&](int64_t i) {
-      const double g = masked_grad<T, double>(grad_output, output, p.relu, i);
+      const double g = activation_grad<T, double>(grad_output, output, p, i);
       sum_dy += g;
       sum_dy_xhat += g * (double(to_acc(in[i])) - mean) * invstd;
     });
@@ -102,7 +102,7 @@ void backward_apply(const BatchNormBwdApplyParams& p) {
     const Acc mean_dy = p.training ? stat_ptr<Acc>(p.sum_dy)[c] / count : Acc(0);
     const Acc mean_dy_xhat = p.training ? stat_ptr<Acc>(p.sum_dy_xhat)[c] / count : Acc(0);
     for_each_in_channel<T>(p, c, [&](int64_t i) {
-      const Acc g = masked_grad<T, Acc>(grad_output, output, p.relu, i);
+      const Acc g = activation_grad<T, Acc>(grad_output, output, p, i);
       const Acc xhat = (to_acc(in[i]) - mean) * invstd;
       grad_input[i] = from_acc<T>(scale * (g - mean_dy - xhat * mean_dy_xhat));
       if (grad_residual) grad_residual[i] = from_acc<T>(g);

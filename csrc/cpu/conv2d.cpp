@@ -16,9 +16,10 @@ namespace {
 template <typename T> const T* cptr(const void* p) { return static_cast<const T*>(p); }
 template <typename T> T* ptr(void* p) { return static_cast<T*>(p); }
 
-template <typename Acc>
-Acc epilogue(Acc y, bool relu) {
-  return relu && !(y > Acc(0)) && !std::isnan(y) ? Acc(0) : y;  // relu(NaN) stays NaN, as torch
+// Params: Conv2dFwdParams or WinogradFwdParams.
+template <typename Acc, typename Params>
+Acc epilogue(Acc y, const Params& p) {
+  return activate(y, p.activation, Acc(p.negative_slope));
 }
 
 // Output element (n, k, oh, ow) = act(conv + bias + residual).
@@ -53,7 +54,7 @@ struct DirectForward {
             const int64_t o = conv_offset(n, k, oh, ow, p.out_channels, p.out_h, p.out_w, p.channels_last);
             if (p.bias) acc += double(to_acc(cptr<T>(p.bias)[k]));
             if (p.residual) acc += double(to_acc(cptr<T>(p.residual)[o]));
-            ptr<T>(p.output)[o] = from_acc<T>(typename AccType<T>::type(epilogue(acc, p.relu)));
+            ptr<T>(p.output)[o] = from_acc<T>(typename AccType<T>::type(epilogue(acc, p)));
           }
         }
       }
@@ -213,7 +214,7 @@ void winograd_forward(const WinogradFwdParams& p) {
                                             p.channels_last);
               Acc out = y[i * Tile + j] + bias;
               if (p.residual) out += to_acc(cptr<T>(p.residual)[o]);
-              ptr<T>(p.output)[o] = from_acc<T>(epilogue(out, p.relu));
+              ptr<T>(p.output)[o] = from_acc<T>(epilogue(out, p));
             }
           }
         }

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-ABI_VERSION = 2  # must equal DLK_ABI_VERSION in csrc/capi/capi.h
+ABI_VERSION = 3  # must equal DLK_ABI_VERSION in csrc/capi/capi.h
 LIB_DIR = Path(os.environ.get("DLK_LIB_DIR") or Path(__file__).resolve().parents[1] / "lib")
 KINDS = ("cpu", "cuda")
 

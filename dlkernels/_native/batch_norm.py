@@ -1,4 +1,4 @@
-"""Fused BatchNorm (+ residual) (+ ReLU) over the C ABI: drop-in for torch.ops.dlk_C.batch_norm_*.
+"""Fused BatchNorm (+ residual) (+ ReLU / LeakyReLU) over the C ABI: drop-in for torch.ops.dlk_C.batch_norm_*.
 
 Same names, arguments and results as the ops in csrc/bindings/batch_norm.cpp, with the checks and
 output allocation of csrc/bindings/batch_norm_binding.h; the kernels are csrc/cpu/batch_norm.cpp
@@ -17,9 +17,9 @@ from dlkernels._native._family import data_ptr, dtype_code, launch_cuda_with_wor
 _p = c_void_p
 _GEOMETRY = [c_int, c_int64, c_int64, c_int64, c_int]  # dtype, N, C, S, channels_last
 _STATS = [_p] * 5 + [c_double, c_double, *_GEOMETRY]
-_APPLY = [_p] * 7 + [c_int, *_GEOMETRY]  # ..., relu
-_BACKWARD_REDUCE = [_p] * 7 + [c_int, *_GEOMETRY]  # ..., relu
-_BACKWARD_APPLY = [_p] * 10 + [c_int, c_int, *_GEOMETRY]  # ..., training, relu
+_APPLY = [_p] * 7 + [c_int, c_double, *_GEOMETRY]  # ..., activation, negative_slope
+_BACKWARD_REDUCE = [_p] * 7 + [c_int, c_double, *_GEOMETRY]  # ..., activation, negative_slope
+_BACKWARD_APPLY = [_p] * 10 + [c_int, c_int, c_double, *_GEOMETRY]  # ..., training, activation, negative_slope
 _WORKSPACE = [_p, c_int64, _p]  # workspace, workspace_bytes, stream
 _native.declare({
     "dlk_batch_norm_stats_cpu": _STATS,
@@ -77,11 +77,12 @@ def _optional_per_channel(t: torch.Tensor | None, input: torch.Tensor, name: str
     return t.data_ptr()
 
 
-def _relu_output(output: torch.Tensor | None, input: torch.Tensor, relu: bool, channels_last: bool) -> int | None:
-    if not relu:
+def _activation_output(output: torch.Tensor | None, input: torch.Tensor, activation: bool,
+                       channels_last: bool) -> int | None:
+    if not activation:
         return None
     if output is None:
-        _fail("output is needed when relu is set")
+        _fail("output is needed with the activation (its sign picks the gradient's scale)")
     _check_like_input(output, input, "output", channels_last)
     return output.data_ptr()
 
@@ -123,7 +124,8 @@ def batch_norm_stats(input: torch.Tensor, running_mean: torch.Tensor | None, run
 
 
 def batch_norm_apply(input: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor | None,
-                     bias: torch.Tensor | None, residual: torch.Tensor | None, relu: bool, channels_last: bool):
+                     bias: torch.Tensor | None, residual: torch.Tensor | None, activation: bool, channels_last: bool,
+                     negative_slope: float = 0.0):
     geometry = _geometry(input, channels_last, "batch_norm_apply")
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
@@ -133,41 +135,43 @@ def batch_norm_apply(input: torch.Tensor, mean: torch.Tensor, invstd: torch.Tens
         _check_like_input(residual, input, "residual", channels_last)
     output = _empty_like_input(input, channels_last)
     _run("apply", (input.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight_ptr, bias_ptr, data_ptr(residual),
-                   output.data_ptr(), int(relu), *geometry), input)
+                   output.data_ptr(), int(activation), float(negative_slope), *geometry), input)
     return output
 
 
 def batch_norm_backward_reduce(grad_output: torch.Tensor, output: torch.Tensor | None, input: torch.Tensor,
-                               mean: torch.Tensor, invstd: torch.Tensor, relu: bool, channels_last: bool):
+                               mean: torch.Tensor, invstd: torch.Tensor, activation: bool, channels_last: bool,
+                               negative_slope: float = 0.0):
     geometry = _geometry(input, channels_last, "batch_norm_backward_reduce")
     _check_like_input(grad_output, input, "grad_output", channels_last)
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
-    output_ptr = _relu_output(output, input, relu, channels_last)
+    output_ptr = _activation_output(output, input, activation, channels_last)
     sum_dy, sum_dy_xhat = _empty_per_channel(input), _empty_per_channel(input)
     _run("backward_reduce", (grad_output.data_ptr(), output_ptr, input.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
-                             sum_dy.data_ptr(), sum_dy_xhat.data_ptr(), int(relu), *geometry),
+                             sum_dy.data_ptr(), sum_dy_xhat.data_ptr(), int(activation), float(negative_slope),
+                             *geometry),
          input, with_workspace=True)
     return sum_dy, sum_dy_xhat
 
 
 def batch_norm_backward_apply(grad_output: torch.Tensor, output: torch.Tensor | None, input: torch.Tensor,
                               mean: torch.Tensor, invstd: torch.Tensor, weight: torch.Tensor | None,
-                              sum_dy: torch.Tensor, sum_dy_xhat: torch.Tensor, training: bool, relu: bool,
-                              want_grad_residual: bool, channels_last: bool):
+                              sum_dy: torch.Tensor, sum_dy_xhat: torch.Tensor, training: bool, activation: bool,
+                              want_grad_residual: bool, channels_last: bool, negative_slope: float = 0.0):
     geometry = _geometry(input, channels_last, "batch_norm_backward_apply")
     _check_like_input(grad_output, input, "grad_output", channels_last)
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
     _check_per_channel(sum_dy, input, "sum_dy")
     _check_per_channel(sum_dy_xhat, input, "sum_dy_xhat")
-    output_ptr = _relu_output(output, input, relu, channels_last)
+    output_ptr = _activation_output(output, input, activation, channels_last)
     weight_ptr = _optional_per_channel(weight, input, "weight")
     grad_input = _empty_like_input(input, channels_last)
     grad_residual = (_empty_like_input(input, channels_last) if want_grad_residual
                      else torch.empty((0,), dtype=input.dtype, device=input.device))
     _run("backward_apply", (grad_output.data_ptr(), output_ptr, input.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
                             weight_ptr, sum_dy.data_ptr(), sum_dy_xhat.data_ptr(), grad_input.data_ptr(),
-                            grad_residual.data_ptr() if want_grad_residual else None, int(training), int(relu),
-                            *geometry), input)
+                            grad_residual.data_ptr() if want_grad_residual else None, int(training), int(activation),
+                            float(negative_slope), *geometry), input)
     return grad_input, grad_residual

@@ -13,16 +13,16 @@ from torch import Tensor
 from dlkernels import _native
 from dlkernels._native._family import data_ptr, dtype_code, launch_cuda_with_workspace
 
-_p, _i64, _int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_p, _i64, _int, _f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 # DLK_CONV2D_GEOMETRY_PARAMS: batch, C, H, W, K, P, Q, then kernel, stride, pad, dilation (h, w each),
 # groups, channels_last, allow_tf32.
 _GEOMETRY = [_i64] * 7 + [_int] * 11
-_FORWARD = [_p] * 5 + _GEOMETRY + [_int, _int]  # ..., relu, dtype
+_FORWARD = [_p] * 5 + _GEOMETRY + [_int, _f64, _int]  # ..., activation, negative_slope, dtype
 _BACKWARD = [_p] * 3 + _GEOMETRY + [_int]  # ..., dtype
 _TRANSFORM = [_p, _p, _i64, _i64, _int, _int, _int]  # weight, transformed, K, C, tile, channels_last, dtype
 # input, transformed_weight, bias, residual, output, N, C, H, W, K, P, Q, pad_h, pad_w, tile, channels_last,
-# allow_tf32, relu, dtype
-_WINOGRAD = [_p] * 5 + [_i64] * 7 + [_int] * 7
+# allow_tf32, activation, negative_slope, dtype
+_WINOGRAD = [_p] * 5 + [_i64] * 7 + [_int] * 6 + [_f64, _int]
 _WORKSPACE = [_p, _i64, _p]  # workspace, workspace_bytes, stream
 _QUERY = [ctypes.POINTER(_i64)]
 
@@ -107,8 +107,10 @@ def _run(entry: str, args: tuple, like: Tensor, workspace: bool = False) -> None
 
 
 def conv2d_forward(input: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, stride: list[int],
-                   padding: list[int], dilation: list[int], groups: int, output_size: list[int], relu: bool,
-                   channels_last: bool, allow_tf32: bool) -> Tensor:
+                   padding: list[int], dilation: list[int], groups: int, output_size: list[int], activation: bool,
+                   channels_last: bool, allow_tf32: bool, negative_slope: float = 0.0) -> Tensor:
+    """act(conv2d(input, weight) + bias + residual); act = LeakyReLU(negative_slope) if `activation` (slope 0:
+    ReLU), else identity."""
     _check_tensor(input, "input", channels_last, input)
     _check_tensor(weight, "weight", channels_last, input)
     dtype = dtype_code(input, "conv2d_forward")
@@ -118,7 +120,7 @@ def conv2d_forward(input: Tensor, weight: Tensor, bias: Tensor | None, residual:
     _check_epilogue(bias, residual, input, weight.shape[0], shape, channels_last)
     output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=_memory_format(channels_last))
     _run("forward", (input.data_ptr(), weight.data_ptr(), data_ptr(bias), data_ptr(residual), output.data_ptr(),
-                     *geometry, relu, dtype), input)
+                     *geometry, int(activation), float(negative_slope), dtype), input)
     return output
 
 
@@ -184,8 +186,8 @@ def winograd_transform_weight(weight: Tensor, tile: int, channels_last: bool) ->
 
 
 def conv2d_winograd(input: Tensor, transformed_weight: Tensor, bias: Tensor | None, residual: Tensor | None,
-                    padding: list[int], output_size: list[int], tile: int, relu: bool, channels_last: bool,
-                    allow_tf32: bool) -> Tensor:
+                    padding: list[int], output_size: list[int], tile: int, activation: bool, channels_last: bool,
+                    allow_tf32: bool, negative_slope: float = 0.0) -> Tensor:
     alpha = _winograd_alpha(tile)
     _check_tensor(input, "input", channels_last, input)
     dtype = dtype_code(input, "conv2d_winograd")
@@ -202,5 +204,6 @@ def conv2d_winograd(input: Tensor, transformed_weight: Tensor, bias: Tensor | No
     output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=_memory_format(channels_last))
     _run("winograd", (input.data_ptr(), u.data_ptr(), data_ptr(bias), data_ptr(residual), output.data_ptr(),
                       *input.shape, out_channels, output_size[0], output_size[1], padding[0], padding[1], tile,
-                      channels_last, allow_tf32, relu, dtype), input, workspace=True)
+                      channels_last, allow_tf32, int(activation), float(negative_slope), dtype), input,
+         workspace=True)
     return output

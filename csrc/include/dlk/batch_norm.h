@@ -1,4 +1,4 @@
-// Fused BatchNorm (+ residual) (+ ReLU): parameters and per-element math shared by the CPU
+// Fused BatchNorm (+ residual) (+ ReLU / LeakyReLU): parameters and per-element math shared by the CPU
 // reference and the CUDA kernels. triton_kernels/batch_norm.py mirrors the same formulas.
 //
 // The input (N, C, H, W) is viewed as (N, C, S), S = H*W, contiguous in NCHW or NHWC. Per-channel
@@ -6,6 +6,7 @@
 // double when the input is double.
 #pragma once
 
+#include "dlk/activation.h"
 #include "dlk/common.h"
 
 namespace dlk {
@@ -13,7 +14,10 @@ namespace dlk {
 struct BatchNormParams {
   int64_t batch = 0, channels = 0, spatial = 0;
   bool channels_last = false;
-  bool relu = false;
+  // y = act(batch_norm(x) + residual): LeakyReLU(negative_slope) when set (slope 0: ReLU;
+  // dlk/activation.h), else identity.
+  bool activation = false;
+  double negative_slope = 0;
 };
 
 struct BatchNormStatsParams : BatchNormParams {
@@ -38,7 +42,7 @@ struct BatchNormApplyParams : BatchNormParams {
 
 struct BatchNormBwdReduceParams : BatchNormParams {
   const void* grad_output = nullptr;
-  const void* output = nullptr;  // read only when relu: the gradient is blocked where output <= 0
+  const void* output = nullptr;  // read only with the activation: its sign picks 1 or the slope
   const void* input = nullptr;
   const void* mean = nullptr;
   const void* invstd = nullptr;
@@ -48,7 +52,7 @@ struct BatchNormBwdReduceParams : BatchNormParams {
 
 struct BatchNormBwdApplyParams : BatchNormParams {
   const void* grad_output = nullptr;
-  const void* output = nullptr;  // read only when relu
+  const void* output = nullptr;  // read only with the activation
   const void* input = nullptr;
   const void* mean = nullptr;
   const void* invstd = nullptr;

@@ -13,6 +13,7 @@
 //   in_row(oh, r) = oh * stride_h - pad_h + r * dilation_h   (likewise for columns)
 #pragma once
 
+#include "dlk/activation.h"
 #include "dlk/common.h"
 
 namespace dlk {
@@ -32,14 +33,16 @@ struct Conv2dParams {
   bool allow_tf32 = false;
 };
 
-// output = act(conv(input, weight) + bias + residual); bias, residual nullable; act = relu or identity.
+// output = act(conv(input, weight) + bias + residual); bias, residual nullable; act = identity, or
+// LeakyReLU(negative_slope) when activation is set (slope 0: ReLU; dlk/activation.h).
 struct Conv2dFwdParams : Conv2dParams {
   const void* input = nullptr;
   const void* weight = nullptr;
   const void* bias = nullptr;      // (K,) or null
   const void* residual = nullptr;  // like output, or null
   void* output = nullptr;
-  bool relu = false;
+  bool activation = false;
+  double negative_slope = 0;
 };
 
 // grad_input = conv_transpose(grad_output, weight): the data gradient ("dgrad"). Writes every

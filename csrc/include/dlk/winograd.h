@@ -38,7 +38,8 @@ struct WinogradFwdParams : Conv2dParams {
   const void* bias = nullptr;                // (K,) or null
   const void* residual = nullptr;            // like output, or null
   void* output = nullptr;
-  bool relu = false;
+  bool activation = false;   // as Conv2dFwdParams
+  double negative_slope = 0;
 };
 
 DLK_HOST_DEVICE int64_t winograd_tiles(int64_t out, int tile) { return (out + tile - 1) / tile; }
