@@ -113,10 +113,43 @@ def _conv2d_backward_fake(grad_output, x, weight, stride, padding, dilation, gro
     return grad_input, grad_weight
 
 
+def _conv2d_backward_setup_context(ctx, inputs, output):
+    grad_output, x, weight, *args = inputs
+    ctx.save_for_backward(grad_output, x, weight)
+    ctx.args = args
+
+
+def _conv2d_backward_backward(ctx, grad_grad_input, grad_grad_weight):
+    """Double backward (WGAN-GP's gradient penalty). grad_input = dgrad(grad_output, weight) and grad_weight =
+    wgrad(grad_output, x) are linear in each argument, so each derivative is one of conv2d's three kernels, run
+    through the differentiable dlk ops (any order works): d/d grad_output = conv(ggi, weight) + conv(x, ggw),
+    d/d weight = wgrad(grad_output, ggi), d/d x = dgrad(grad_output, ggw)."""
+    grad_output, x, weight = ctx.saved_tensors
+    stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend, need_input, need_weight = ctx.args
+    fmt = _memory_format(channels_last)
+    ggi = as_layout(grad_grad_input, fmt) if need_input and grad_grad_input is not None else None
+    ggw = as_layout(grad_grad_weight, fmt) if need_weight and grad_grad_weight is not None else None
+    want_grad_output, want_x, want_weight = ctx.needs_input_grad[:3]
+    d_grad_output = d_x = d_weight = None
+    if want_grad_output:
+        size = list(grad_output.shape[2:])
+        terms = [_conv2d_plain(a, b, stride, padding, dilation, groups, size, channels_last, allow_tf32, tile, backend)
+                 for a, b in ((ggi, weight), (x, ggw)) if a is not None and b is not None]
+        d_grad_output = sum(terms[1:], terms[0]) if terms else None
+    if want_weight and ggi is not None:
+        d_weight = _conv2d_backward(grad_output, ggi, weight, stride, padding, dilation, groups, channels_last,
+                                    allow_tf32, tile, backend, False, True)[1]
+    if want_x and ggw is not None:
+        d_x = _conv2d_backward(grad_output, x, ggw, stride, padding, dilation, groups, channels_last, allow_tf32,
+                               tile, backend, True, False)[0]
+    return d_grad_output, d_x, d_weight, *([None] * 10)
+
+
 _conv2d_backward = define(
     "conv2d_backward(Tensor grad_output, Tensor x, Tensor weight, int[] stride, int[] padding, int[] dilation, "
     "int groups, bool channels_last, bool allow_tf32, int tile, str backend, bool need_input, bool need_weight) "
-    "-> (Tensor, Tensor)", _conv2d_backward_impl, _conv2d_backward_fake)
+    "-> (Tensor, Tensor)", _conv2d_backward_impl, _conv2d_backward_fake,
+    setup_context=_conv2d_backward_setup_context, backward=_conv2d_backward_backward)
 
 
 def _setup_context(ctx, inputs, output):
@@ -149,6 +182,14 @@ _conv2d = define(
     "conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, int[] dilation, "
     "int groups, int[] output_size, bool relu, bool channels_last, bool allow_tf32, int tile, str backend) -> Tensor",
     _conv2d_impl, _conv2d_fake, setup_context=_setup_context, backward=_backward)
+
+
+def _conv2d_plain(x: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                  output_size: list[int], channels_last: bool, allow_tf32: bool, tile: int, backend: str) -> Tensor:
+    """conv2d without bias, residual or activation through the dlk op: the derivatives built from conv2d
+    (here and dlkernels/ops/conv_transpose2d.py) call this."""
+    return _conv2d(x, weight, None, None, stride, padding, dilation, groups, output_size, False, channels_last,
+                   allow_tf32, tile, backend)
 
 
 # ----------------------------------------------------------------------------- argument handling

@@ -18,7 +18,7 @@ from torch import Tensor
 from dlkernels._backends import dispatch, implementation
 from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES, as_layout, check_tensor, layout_of, pair
-from dlkernels.ops.conv2d import DIRECT, _conv2d, _conv2d_backward
+from dlkernels.ops.conv2d import DIRECT, _conv2d_backward, _conv2d_plain
 
 OP = "conv_transpose2d"
 
@@ -57,8 +57,8 @@ def _backward(ctx, grad_output):
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     grad_input = grad_weight = grad_bias = None
     if need_input:  # the forward conv2d of grad_output, whose output has x's size
-        grad_input = _conv2d(grad_output, weight, None, None, stride, padding, dilation, groups, list(x.shape[2:]),
-                             False, channels_last, allow_tf32, DIRECT, backend)
+        grad_input = _conv2d_plain(grad_output, weight, stride, padding, dilation, groups, list(x.shape[2:]),
+                                   channels_last, allow_tf32, DIRECT, backend)
     if need_weight:  # conv2d's weight gradient with x as its grad_output and grad_output as its input
         _, grad_weight = _conv2d_backward(x, grad_output, weight, stride, padding, dilation, groups, channels_last,
                                           allow_tf32, DIRECT, backend, False, True)
