@@ -59,7 +59,7 @@ setup(
     packages=[*find_packages(include=["dlkernels", "dlkernels.*"]), "dlkernels.triton_kernels"],
     package_dir={"dlkernels.triton_kernels": "triton_kernels"},
     python_requires=">=3.10",
-    install_requires=["torch", "numpy"],
+    install_requires=["torch>=2.4", "numpy"],
     extras_require={"triton": ["triton"], "bench": ["tqdm", "matplotlib"], "test": ["pytest", "pytest-benchmark"]},
     package_data={"dlkernels": ["lib/*.so", "auto_policy.json"]},
     cmdclass={"build_py": BuildPyWithNativeLibraries, "bdist_wheel": PlatformWheel},

@@ -760,19 +760,25 @@ def test_attention_torch_backend_matches_ours(causal):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_torch_backend_without_lse_is_one_sdpa_call(monkeypatch, causal):
-    """Without return_lse, backend="torch" is a single SDPA call (GQA included) where SDPA means the same thing,
-    and keeps the composed path for bottom-right causal with Nq != Nk, where SDPA's top-left alignment differs."""
+    """Without return_lse, backend="torch" is a single SDPA call where SDPA means the same thing, and keeps the
+    composed path for GQA (enable_gqa needs torch >= 2.5) and for bottom-right causal with Nq != Nk, where SDPA's
+    top-left alignment differs."""
     calls = []
     sdpa = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(kw) or sdpa(*a, **kw))
-    q, k, v = make_qkv(2, 4, 2, 6, 6, 32, torch.float64, requires_grad=True)
+    q, k, v = make_qkv(2, 4, 4, 6, 6, 32, torch.float64, requires_grad=True)
     theirs = dlkernels.attention(q, k, v, causal=causal, backend="torch")
     ours = dlkernels.attention(q, k, v, causal=causal, backend="reference")
-    assert len(calls) == 1 and calls[0]["enable_gqa"]
+    assert len(calls) == 1
     torch.testing.assert_close(theirs, ours)
     torch.testing.assert_close(torch.autograd.grad(theirs.sum(), (q, k, v)), torch.autograd.grad(ours.sum(), (q, k, v)))
 
     q, k, v = make_qkv(1, 2, 2, 3, 7, 32, torch.float64)
+    theirs = dlkernels.attention(q, k, v, causal=causal, backend="torch")
+    assert len(calls) == 1 + (not causal)
+    torch.testing.assert_close(theirs, dlkernels.attention(q, k, v, causal=causal, backend="reference"))
+
+    q, k, v = make_qkv(1, 4, 2, 5, 5, 32, torch.float64)  # GQA: composed
     theirs = dlkernels.attention(q, k, v, causal=causal, backend="torch")
     assert len(calls) == 1 + (not causal)
     torch.testing.assert_close(theirs, dlkernels.attention(q, k, v, causal=causal, backend="reference"))

@@ -27,7 +27,7 @@ from torch import Tensor
 
 import torch.nn.functional as F
 
-from dlkernels._backends import dispatch, implementation
+from dlkernels._backends import auto_runs_torch_now, dispatch, implementation
 from dlkernels._library import define
 
 OP = "attention"
@@ -262,12 +262,12 @@ def _torch_dense(q, k, v, *, causal, scale, dropout_p, attn_mask) -> tuple[Tenso
 
 def _torch_attention(q, k, v, *, causal, scale, dropout_p, attn_mask, cu_seqlens_q, cu_seqlens_k, want_lse=True):
     """attention's semantics from torch. Without the log-sum-exp, and where torch's SDPA means the same thing
-    (no mask; causal only when Nq == Nk, where top-left and bottom-right alignment agree), it is one SDPA call:
-    the composed path costs about eight times SDPA's host time on tiny inputs. lse is None then."""
+    (no mask; causal only when Nq == Nk, where top-left and bottom-right alignment agree; as many k/v heads as
+    q heads, since SDPA's enable_gqa needs torch >= 2.5), it is one SDPA call: the composed path costs about
+    eight times SDPA's host time on tiny inputs. lse is None then."""
     if (not want_lse and cu_seqlens_q is None and cu_seqlens_k is None and attn_mask is None
-            and (not causal or q.shape[-2] == k.shape[-2])):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale,
-                                              enable_gqa=q.shape[-3] != k.shape[-3]), None
+            and q.shape[-3] == k.shape[-3] and (not causal or q.shape[-2] == k.shape[-2])):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale), None
     if cu_seqlens_q is None and cu_seqlens_k is None:
         return _torch_dense(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p, attn_mask=attn_mask)
     if cu_seqlens_q is None or cu_seqlens_k is None:
@@ -370,11 +370,14 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     True = attend; rows that attend to nothing give 0 (SDPA's math backend gives 0 or NaN depending on the
     version). Batch dimensions (those before heads) broadcast as in SDPA; leading dimensions beyond (batch,
     heads) are flattened into the batch. "auto" runs torch's SDPA for every call ours do not cover."""
+    # enable_gqa is passed on only when set: torch < 2.5 has no such argument.
+    gqa = {"enable_gqa": True} if enable_gqa else {}
+    if auto_runs_torch_now(backend, query):
+        return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **gqa)
     return dispatch(
         "scaled_dot_product_attention", backend, query,
         lambda chosen: _prepare_sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, chosen),
-        lambda: F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
-                                               enable_gqa=enable_gqa))
+        lambda: F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **gqa))
 
 
 __all__ = ["HEAD_DIMS", "attention", "scaled_dot_product_attention"]
