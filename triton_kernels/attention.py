@@ -160,6 +160,30 @@ def _store_rows(ptr, value, rows, num_rows, row_stride, cols, HEAD_DIM: tl.const
 
 
 @triton.jit
+def _exceeds_bounds(len_q, len_k, seqlen_q, seqlen_k, VARLEN: tl.constexpr):
+    """Whether a packed sequence is longer than max_seqlen_q / max_seqlen_k: the grid, sized by those, would
+    leave its last rows unwritten (garbage). The launcher refuses such calls when it can read cu_seqlens for
+    free (host tensors); on a GPU that read would synchronise, so the kernels fill the sequence's outputs with
+    NaN instead: loud, and no stale memory."""
+    if VARLEN:
+        return (len_q > seqlen_q) | (len_k > seqlen_k)
+    else:
+        return False
+
+
+@triton.jit
+def _fill_nan_rows(base, num_rows, row_stride, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_ROWS: tl.constexpr):
+    """NaN into rows [0, num_rows) of a (row, D) matrix at base (see _exceeds_bounds)."""
+    rows = tl.arange(0, BLOCK_ROWS)
+    cols = tl.arange(0, BLOCK_D)
+    nan = tl.full([BLOCK_ROWS, BLOCK_D], float("nan"), tl.float32)
+    for start in range(0, num_rows, BLOCK_ROWS):
+        _store_rows(base + tl.cast(start, tl.int64) * row_stride, nan, rows, num_rows - start, row_stride, cols,
+                    HEAD_DIM)
+
+
+@triton.jit
 def _load_bias(tile_ptr, rows, cols, num_rows, num_cols, row_stride, TRANSPOSED: tl.constexpr):
     """fp32 bias tile, indices relative to the tile's first element at tile_ptr: [rows, cols], or
     [cols, rows] when TRANSPOSED (the dK / dV kernel); zero past num_rows queries / num_cols keys."""
@@ -245,9 +269,18 @@ def _attn_fwd_kernel(
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     seq_q, len_q = _sequence(cu_seqlens_q_ptr, b, seqlen_q, VARLEN)
+    seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
+    if _exceeds_bounds(len_q, len_k, seqlen_q, seqlen_k, VARLEN):
+        if start_m == 0:  # one program per (head, sequence) poisons all of its rows, past the grid too
+            _fill_nan_rows(out_ptr + b * out_strides[0] + h * out_strides[1] + seq_q * out_strides[2], len_q,
+                           out_strides[2], HEAD_DIM, BLOCK_D, BLOCK_M)
+            lse_row0 = lse_ptr + b * lse_strides[0] + h * lse_strides[1] + seq_q
+            for start in range(0, len_q, BLOCK_M):
+                offs = start + tl.arange(0, BLOCK_M)
+                tl.store(lse_row0 + offs, tl.full([BLOCK_M], float("nan"), tl.float32), mask=offs < len_q)
+        return
     if start_m >= len_q:  # the grid covers max_seqlen_q; shorter packed sequences end early
         return
-    seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
     kv_h = h // group_size
     # Row bases in int64 (tensors may pass 2**31 elements); offsets inside a tile stay int32.
     q_base = q_ptr + b * q_strides[0] + h * q_strides[1] + seq_q * q_strides[2]  # the sequence's row 0
@@ -402,9 +435,16 @@ def _attn_bwd_dkdv_kernel(
     kv_h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
+    seq_q, len_q = _sequence(cu_seqlens_q_ptr, b, seqlen_q, VARLEN)
+    if _exceeds_bounds(len_q, len_k, seqlen_q, seqlen_k, VARLEN):
+        if start_n == 0:
+            _fill_nan_rows(grad_k_ptr + b * grad_k_strides[0] + kv_h * grad_k_strides[1] + seq_k * grad_k_strides[2],
+                           len_k, grad_k_strides[2], HEAD_DIM, BLOCK_D, BLOCK_N)
+            _fill_nan_rows(grad_v_ptr + b * grad_v_strides[0] + kv_h * grad_v_strides[1] + seq_k * grad_v_strides[2],
+                           len_k, grad_v_strides[2], HEAD_DIM, BLOCK_D, BLOCK_N)
+        return
     if start_n >= len_k:
         return
-    seq_q, len_q = _sequence(cu_seqlens_q_ptr, b, seqlen_q, VARLEN)
     cols = tl.arange(0, BLOCK_N)  # relative to start_n
     offs_d = tl.arange(0, BLOCK_D)
     row_k = seq_k + start_n
@@ -509,9 +549,14 @@ def _attn_bwd_dq_kernel(
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     seq_q, len_q = _sequence(cu_seqlens_q_ptr, b, seqlen_q, VARLEN)
+    seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
+    if _exceeds_bounds(len_q, len_k, seqlen_q, seqlen_k, VARLEN):
+        if start_m == 0:
+            _fill_nan_rows(grad_q_ptr + b * grad_q_strides[0] + h * grad_q_strides[1] + seq_q * grad_q_strides[2],
+                           len_q, grad_q_strides[2], HEAD_DIM, BLOCK_D, BLOCK_M)
+        return
     if start_m >= len_q:
         return
-    seq_k, len_k = _sequence(cu_seqlens_k_ptr, b, seqlen_k, VARLEN)
     kv_h = h // group_size
     row_q = seq_q + start_m
     k_base = k_ptr + b * k_strides[0] + kv_h * k_strides[1] + seq_k * k_strides[2]
@@ -680,12 +725,28 @@ class _Problem:
         return lambda meta: (triton.cdiv(seqlen, meta[block]), heads, self.batch)
 
 
+def _check_lengths(problem):
+    """Refuses packed sequences longer than max_seqlen_q / max_seqlen_k where cu_seqlens can be read for free
+    (host tensors: the interpreter). dlkernels.attention checks this in eager mode but not under torch.compile,
+    where cu_seqlens cannot be read while tracing; on a GPU the kernels fill such sequences with NaN."""
+    if not problem.varlen or problem.cu_seqlens_q.device.type != "cpu":
+        return
+    for name, cu_seqlens, bound in (("max_seqlen_q", problem.cu_seqlens_q, problem.seqlen_q),
+                                    ("max_seqlen_k", problem.cu_seqlens_k, problem.seqlen_k)):
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest > bound:
+            raise ValueError(f"attention (triton): {name}={bound} is smaller than the longest sequence in "
+                             f"cu_seqlens ({longest} tokens, sequence {int(lengths.argmax())})")
+
+
 def attention_forward(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                       causal_bottom_right, dropout_p, seed, allow_tf32):
     """(out, lse): out like q (empty_like), lse float32, dense (B, Hq, Nq) or varlen (Hq, total_q).
     Inputs are validated by dlkernels.ops.attention; see dlk/attention.h for the semantics."""
     problem = _Problem(q, k, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                        causal_bottom_right, dropout_p, seed, allow_tf32)
+    _check_lengths(problem)
     out = torch.empty_like(q)
     lse = problem.new_lse(q.device)
     if q.numel() == 0 or problem.batch == 0:
@@ -711,6 +772,7 @@ def attention_backward(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqle
     atomics: dK / dV sum the query heads of a GQA group in order)."""
     problem = _Problem(q, k, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, causal,
                        causal_bottom_right, dropout_p, seed, allow_tf32)
+    _check_lengths(problem)
     grad_out, out, lse = _unit_stride(grad_out), _unit_stride(out), lse.contiguous()
     grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if problem.batch == 0 or q.numel() == 0 or problem.empty_keys:
