@@ -40,5 +40,11 @@ test: build
 bench: build
 	$(PY) -m dlkernels.bench
 
+# Mutation testing (issue #17): plants each bug of tests/mutation/catalogue.py in a copy of the tree and runs
+# its family's tests; tens of minutes, so not part of `make test`. MUTATION_ARGS="--jobs 2 --family rnn" etc.
+.PHONY: mutation
+mutation: build
+	nice -n 10 $(PY) -m tests.mutation.run --json build/mutation/results.json $(MUTATION_ARGS)
+
 clean:
 	rm -rf build *.egg-info dlkernels/lib $(VENV)
