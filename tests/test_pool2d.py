@@ -4,6 +4,7 @@ Tolerances (tests/helpers.py): max pooling values and indices compare exactly; a
 gradients within about one unit in the last place of the dtype (summation order is the only
 difference from ATen, which also accumulates in fp32).
 """
+import contextlib
 import functools
 import math
 import warnings
@@ -71,6 +72,31 @@ def test_max_pool2d(backend, dtype, layout, shape, case):
     x = _input(shape, dtype, layout)
     _check_pool(lambda t: dlkernels.max_pool2d(t, **case, return_indices=True, backend=backend),
                 lambda t: F.max_pool2d(t, **case, return_indices=True), x, exact_values=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("grad_mode", ["no_grad", "no_requires_grad"])
+def test_max_pool2d_inference_runs_without_indices(backend, layout, grad_mode, monkeypatch):
+    """Without return_indices and with nothing to differentiate, max_pool2d asks our C++ / CUDA kernels
+    for no indices (they skip writing them); values still equal torch's exactly."""
+    from dlkernels._backends import implementation
+    module = implementation("pool2d", backend)
+    requests = []
+
+    def spy(*args, **kwargs):
+        requests.append(kwargs.get("need_indices", True))
+        out, indices = real(*args, **kwargs)
+        assert indices.numel() == 0 or backend == "triton", "indices were written though none were asked for"
+        return out, indices
+    real = module.pool2d_forward
+    monkeypatch.setattr(module, "pool2d_forward", spy)
+    x = in_layout(torch.randn(2, 16, 9, 8, dtype=torch.float64), layout)
+    with torch.no_grad() if grad_mode == "no_grad" else contextlib.nullcontext():
+        out = dlkernels.max_pool2d(x.requires_grad_(grad_mode == "no_grad"), 3, stride=2, padding=1, backend=backend)
+    assert requests == [backend == "triton"], "max_pool2d did not take the path without indices"
+    assert torch.equal(out, F.max_pool2d(x.detach(), 3, stride=2, padding=1))
+    assert is_channels_last(out) == is_channels_last(x)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -18,7 +18,8 @@
   dtype, batch, channels, in_h, in_w, out_h, out_w, mode, kernel_h, kernel_w, stride_h, stride_w, pad_h, \
       pad_w, dilation_h, dilation_w, count_include_pad, divisor_override, channels_last
 
-// Forward: input (N, C, in_h, in_w) -> output (N, C, out_h, out_w) and, for max, int64 indices.
+// Forward: input (N, C, in_h, in_w) -> output (N, C, out_h, out_w) and, for max, int64 indices unless
+// `indices` is null (no gradient will be needed: the kernels then skip writing them).
 #define DLK_POOL2D_FORWARD_ARGS const void *input, void *output, int64_t *indices, DLK_POOL2D_GEOMETRY_ARGS
 // Backward: grad_output (N, C, out_h, out_w) [+ indices for max] -> grad_input (N, C, in_h, in_w).
 #define DLK_POOL2D_BACKWARD_ARGS \

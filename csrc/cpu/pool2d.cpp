@@ -61,7 +61,7 @@ void forward(const Pool2dFwdParams& p) {
             }
           }
           out[out_at] = from_acc<T>(best);
-          p.indices[out_at] = best_index;
+          if (p.indices != nullptr) p.indices[out_at] = best_index;  // null: no gradient will be asked for
         } else {
           Acc sum = 0;
           for (int64_t h = sh.begin; h < sh.end; ++h)

@@ -4,6 +4,7 @@
 #include "pool2d.cuh"
 
 #include "common.cuh"
+#include "dlk/launch_plan.h"
 
 #include <algorithm>
 #include <cmath>
@@ -20,23 +21,84 @@ constexpr int kBlockThreads = 256;
 constexpr int kWavesPerLaunch = 4;
 constexpr int kBlocksPerSM = 2048 / kBlockThreads;
 // Window taps of one row that a forward thread loads back to back (see pool2d_forward_element).
-constexpr int kTapsInFlight = 4;
+constexpr int kTapsInFlight = plan::kPool2dTapsInFlight;
+// Global average pooling: NCHW reduces one plane per warp; channels_last one image per block of
+// kGapColumns channel vectors x kGapRows pixel lanes.
+constexpr int kWarpSize = 32;
+constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
+constexpr int kGapColumns = 32;
+constexpr int kGapRows = kBlockThreads / kGapColumns;
 
 template <typename Acc> DLK_HOST_DEVICE bool is_nan(Acc v) { return v != v; }
 
+// Fixed windows (max, avg); adaptive windows use adaptive_span below, whose divisions are precomputed.
 template <PoolMode kMode>
-DLK_HOST_DEVICE PoolSpan pool_span(int64_t o, int64_t in, int64_t out, int kernel, int stride, int pad,
-                                   int dilation, bool count_include_pad) {
+DLK_HOST_DEVICE PoolSpan pool_span(int64_t o, int64_t in, int kernel, int stride, int pad, int dilation,
+                                   bool count_include_pad) {
+  static_assert(kMode != PoolMode::kAdaptiveAvg, "adaptive windows: adaptive_span");
   if constexpr (kMode == PoolMode::kMax) {
     // Dilation 1 is the common case; with a literal 1 the compiler folds max_pool_span's
     // `while (begin < 0) begin += dilation` into a clamp instead of a division and a loop.
     if (dilation == 1) return max_pool_span(o, in, kernel, stride, pad, 1);
     return max_pool_span(o, in, kernel, stride, pad, dilation);
-  } else if constexpr (kMode == PoolMode::kAvg) {
-    return avg_pool_span(o, in, kernel, stride, pad, count_include_pad);
   } else {
-    return adaptive_pool_span(o, in, out);
+    return avg_pool_span(o, in, kernel, stride, pad, count_include_pad);
   }
+}
+
+// One spatial axis of the window geometry, with its divisions precomputed: a gather-style backward
+// thread needs the range of outputs whose window holds its element (two divisions by the stride, or
+// by the input extent for adaptive windows) and adaptive windows divide by the output extent. As
+// 64-bit divisions (a ~70-instruction subroutine each) these made the NCHW backward compute-bound;
+// with 32-bit indices they are a multiply-high and a shift (Divider<uint32_t>).
+template <typename IndexT>
+struct PoolAxis {
+  IndexT in = 0, out = 0, pad = 0, extent = 1;  // extent: the window's reach, (kernel - 1) * dilation + 1
+  Divider<IndexT> by_stride, by_in, by_out;     // divisors of at least 1 (the magic numbers need d > 0)
+};
+
+template <typename IndexT>
+PoolAxis<IndexT> make_axis(PoolMode mode, int64_t in, int64_t out, int kernel, int stride, int pad, int dilation) {
+  PoolAxis<IndexT> a;
+  a.in = static_cast<IndexT>(in);
+  a.out = static_cast<IndexT>(out);
+  a.pad = static_cast<IndexT>(mode == PoolMode::kAdaptiveAvg ? 0 : pad);
+  a.extent = static_cast<IndexT>(mode == PoolMode::kAdaptiveAvg ? 1
+                                 : int64_t(kernel - 1) * (mode == PoolMode::kMax ? dilation : 1) + 1);
+  a.by_stride = Divider<IndexT>(static_cast<IndexT>(std::max(stride, 1)));
+  a.by_in = Divider<IndexT>(static_cast<IndexT>(std::max<int64_t>(in, 1)));
+  a.by_out = Divider<IndexT>(static_cast<IndexT>(std::max<int64_t>(out, 1)));
+  return a;
+}
+
+template <typename IndexT>
+DLK_HOST_DEVICE IndexT quotient(const Divider<IndexT>& d, IndexT n) {
+  IndexT q, r;
+  d.divmod(n, q, r);
+  return q;
+}
+
+// adaptive_pool_span (dlk/pool2d.h) with the divisions by `out` precomputed.
+template <typename IndexT>
+DLK_HOST_DEVICE PoolSpan adaptive_span(IndexT o, const PoolAxis<IndexT>& a) {
+  const IndexT begin = quotient(a.by_out, o * a.in);
+  const IndexT end = quotient(a.by_out, (o + 1) * a.in + a.out - 1);
+  return {int64_t(begin), int64_t(end), 1, int64_t(end - begin)};
+}
+
+// pool_output_range (dlk/pool2d.h) with precomputed divisions: outputs [first, last) along one axis
+// whose window may contain input position i.
+template <PoolMode kMode, typename IndexT>
+DLK_HOST_DEVICE void output_range(IndexT i, const PoolAxis<IndexT>& a, IndexT& first, IndexT& last) {
+  if constexpr (kMode == PoolMode::kAdaptiveAvg) {
+    first = quotient(a.by_in, i * a.out);
+    last = quotient(a.by_in, (i + 1) * a.out + a.in - 1);
+  } else {
+    const IndexT padded = i + a.pad;
+    first = padded < a.extent ? IndexT(0) : quotient(a.by_stride, padded - a.extent) + 1;
+    last = quotient(a.by_stride, padded) + 1;
+  }
+  if (last > a.out) last = a.out;
 }
 
 // Splits a flat index in memory order into (plane, h, w) for NCHW, where plane = n * C + c, or
@@ -61,7 +123,8 @@ DLK_HOST_DEVICE void split_flat_index(const FlatIndexSplitter<IndexT>& splitter,
 // offset fits in 31 bits, uint64_t otherwise.
 template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
 DLK_HOST_DEVICE void pool2d_forward_element(const Pool2dFwdParams& p, IndexT i,
-                                            const FlatIndexSplitter<IndexT>& splitter) {
+                                            const FlatIndexSplitter<IndexT>& splitter, const PoolAxis<IndexT>& axis_h,
+                                            const PoolAxis<IndexT>& axis_w) {
   static_assert(kChannelsLast || kVec == 1, "NCHW processes one element per thread");
   using Acc = AccumulateType<T>;
   using Signed = std::make_signed_t<IndexT>;
@@ -77,10 +140,14 @@ DLK_HOST_DEVICE void pool2d_forward_element(const Pool2dFwdParams& p, IndexT i,
   // Offset of tap (0, 0) of this thread's first channel.
   const IndexT base = kChannelsLast ? outer * in_plane * pixel_stride + channel_vector * kVec : outer * in_plane;
 
-  const PoolSpan span_h =
-      pool_span<kMode>(oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, p.count_include_pad);
-  const PoolSpan span_w =
-      pool_span<kMode>(ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, p.count_include_pad);
+  PoolSpan span_h, span_w;
+  if constexpr (kMode == PoolMode::kAdaptiveAvg) {
+    span_h = adaptive_span(oh, axis_h);
+    span_w = adaptive_span(ow, axis_w);
+  } else {
+    span_h = pool_span<kMode>(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, p.count_include_pad);
+    span_w = pool_span<kMode>(ow, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, p.count_include_pad);
+  }
   // Spans begin inside the input (>= 0) but may be empty (end <= begin), hence signed loop bounds.
   const Signed h_begin = static_cast<Signed>(span_h.begin), h_end = static_cast<Signed>(span_h.end);
   const Signed w_begin = static_cast<Signed>(span_w.begin), w_end = static_cast<Signed>(span_w.end);
@@ -134,14 +201,17 @@ DLK_HOST_DEVICE void pool2d_forward_element(const Pool2dFwdParams& p, IndexT i,
   if constexpr (kMode == PoolMode::kMax) {
     DLK_UNROLL
     for (int j = 0; j < kVec; ++j) result.val[j] = from_accumulate<T>(acc[j]);
-    int64_t* indices = p.indices + i * kVec;
-    if constexpr (kVec == 1) {
-      indices[0] = static_cast<int64_t>(argmax[0]);
-    } else {
-      DLK_UNROLL
-      for (int j = 0; j < kVec; j += 2) {
-        const Vector<int64_t, 2> pair{{static_cast<int64_t>(argmax[j]), static_cast<int64_t>(argmax[j + 1])}};
-        *reinterpret_cast<Vector<int64_t, 2>*>(indices + j) = pair;
+    // No indices when no gradient is needed: they are 8 bytes per output, four times an fp16 output.
+    if (p.indices != nullptr) {
+      int64_t* indices = p.indices + i * kVec;
+      if constexpr (kVec == 1) {
+        indices[0] = static_cast<int64_t>(argmax[0]);
+      } else {
+        DLK_UNROLL
+        for (int j = 0; j < kVec; j += 2) {
+          const Vector<int64_t, 2> pair{{static_cast<int64_t>(argmax[j]), static_cast<int64_t>(argmax[j + 1])}};
+          *reinterpret_cast<Vector<int64_t, 2>*>(indices + j) = pair;
+        }
       }
     }
   } else {
@@ -163,7 +233,8 @@ DLK_HOST_DEVICE void pool2d_forward_element(const Pool2dFwdParams& p, IndexT i,
 // order-dependent).
 template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
 DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
-                                             const FlatIndexSplitter<IndexT>& splitter) {
+                                             const FlatIndexSplitter<IndexT>& splitter, const PoolAxis<IndexT>& axis_h,
+                                             const PoolAxis<IndexT>& axis_w) {
   static_assert(kChannelsLast || kVec == 1, "NCHW processes one element per thread");
   using Acc = AccumulateType<T>;
   using Signed = std::make_signed_t<IndexT>;
@@ -184,9 +255,9 @@ DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
   const IndexT base =
       kChannelsLast ? outer * out_plane * pixel_stride + channel_vector * kVec : outer * out_plane;
 
-  int64_t first_h, last_h, first_w, last_w;
-  pool_output_range(h, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h, kMode, &first_h, &last_h);
-  pool_output_range(w, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w, kMode, &first_w, &last_w);
+  IndexT first_h, last_h, first_w, last_w;
+  output_range<kMode>(h, axis_h, first_h, last_h);
+  output_range<kMode>(w, axis_w, first_w, last_w);
   const int64_t flat_position = static_cast<int64_t>(h) * p.in_w + static_cast<int64_t>(w);
 
   Acc acc[kVec];
@@ -195,11 +266,12 @@ DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
 
   for (Signed oh = static_cast<Signed>(first_h); oh < static_cast<Signed>(last_h); ++oh) {
     PoolSpan span_h{0, 0, 1, 1};
-    if constexpr (kMode != PoolMode::kMax) {
-      span_h = pool_span<kMode>(oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h,
-                                p.count_include_pad);
-      // pool_output_range is exact for fixed windows; adaptive windows are checked explicitly.
-      if (kMode == PoolMode::kAdaptiveAvg && (int64_t(h) < span_h.begin || int64_t(h) >= span_h.end)) continue;
+    if constexpr (kMode == PoolMode::kAvg) {
+      span_h = avg_pool_span(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.count_include_pad);
+    } else if constexpr (kMode == PoolMode::kAdaptiveAvg) {
+      span_h = adaptive_span(static_cast<IndexT>(oh), axis_h);
+      // output_range is exact for fixed windows; adaptive windows are checked explicitly.
+      if (int64_t(h) < span_h.begin || int64_t(h) >= span_h.end) continue;
     }
     for (Signed ow = static_cast<Signed>(first_w); ow < static_cast<Signed>(last_w); ++ow) {
       const IndexT offset = base + (static_cast<IndexT>(oh) * out_w + static_cast<IndexT>(ow)) * pixel_stride;
@@ -225,9 +297,13 @@ DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
           }
         }
       } else {
-        const PoolSpan span_w = pool_span<kMode>(ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w,
-                                                 p.dilation_w, p.count_include_pad);
-        if (kMode == PoolMode::kAdaptiveAvg && (int64_t(w) < span_w.begin || int64_t(w) >= span_w.end)) continue;
+        PoolSpan span_w;
+        if constexpr (kMode == PoolMode::kAvg) {
+          span_w = avg_pool_span(ow, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.count_include_pad);
+        } else {
+          span_w = adaptive_span(static_cast<IndexT>(ow), axis_w);
+          if (int64_t(w) < span_w.begin || int64_t(w) >= span_w.end) continue;
+        }
         // Same divisor as the forward pass; dividing each term (not the sum) matches ATen.
         const int64_t divisor = kMode == PoolMode::kAvg && p.divisor_override != 0 ? int64_t(p.divisor_override)
                                                                                    : span_h.count * span_w.count;
@@ -250,20 +326,84 @@ DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
 // neighbouring windows is served from L1/L2.
 template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
 __global__ void __launch_bounds__(kBlockThreads)
-    pool2d_forward_kernel(const Pool2dFwdParams p, const IndexT total, const FlatIndexSplitter<IndexT> splitter) {
+    pool2d_forward_kernel(const Pool2dFwdParams p, const IndexT total, const FlatIndexSplitter<IndexT> splitter,
+                          const PoolAxis<IndexT> axis_h, const PoolAxis<IndexT> axis_w) {
   const IndexT grid_stride = static_cast<IndexT>(gridDim.x) * blockDim.x;
   for (IndexT i = static_cast<IndexT>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += grid_stride) {
-    pool2d_forward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter);
+    pool2d_forward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter, axis_h, axis_w);
   }
 }
 
 template <typename T, PoolMode kMode, bool kChannelsLast, int kVec, typename IndexT>
 __global__ void __launch_bounds__(kBlockThreads)
-    pool2d_backward_kernel(const Pool2dBwdParams p, const IndexT total,
-                           const FlatIndexSplitter<IndexT> splitter) {
+    pool2d_backward_kernel(const Pool2dBwdParams p, const IndexT total, const FlatIndexSplitter<IndexT> splitter,
+                           const PoolAxis<IndexT> axis_h, const PoolAxis<IndexT> axis_w) {
   const IndexT grid_stride = static_cast<IndexT>(gridDim.x) * blockDim.x;
   for (IndexT i = static_cast<IndexT>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += grid_stride) {
-    pool2d_backward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter);
+    pool2d_backward_element<T, kMode, kChannelsLast, kVec>(p, i, splitter, axis_h, axis_w);
+  }
+}
+
+// Global average pooling (adaptive, 1 x 1 output), NCHW: one warp per plane. One thread per output
+// would leave a ResNet-50 head (8,192 planes of 7 x 7) with 8,192 threads, each summing 49 dependent
+// loads; a warp reads its plane coalesced and reduces it with shuffles (a fixed order: deterministic).
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads) global_average_nchw_kernel(const Pool2dFwdParams p, int64_t planes) {
+  using Acc = AccumulateType<T>;
+  const T* __restrict__ input = static_cast<const T*>(p.input);
+  T* __restrict__ output = static_cast<T*>(p.output);
+  const int64_t plane_size = p.in_h * p.in_w;
+  const int warp = int(threadIdx.x) / kWarpSize, lane = int(threadIdx.x) % kWarpSize;
+  const int64_t plane_stride = int64_t(gridDim.x) * kWarpsPerBlock;
+  for (int64_t plane = int64_t(blockIdx.x) * kWarpsPerBlock + warp; plane < planes; plane += plane_stride) {
+    const T* in = input + plane * plane_size;
+    Acc sum = 0;
+#pragma unroll 4
+    for (int64_t e = lane; e < plane_size; e += kWarpSize) sum += to_accumulate(in[e]);
+    DLK_UNROLL
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) output[plane] = from_accumulate<T>(sum / Acc(plane_size));
+  }
+}
+
+// channels_last: a block takes kGapColumns channel vectors of one image (coalesced, 16 bytes per
+// thread when C allows) and splits the image's pixels over its kGapRows thread rows; the rows'
+// partial sums meet in shared memory and are added in row order. Images beyond grid.y loop.
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kBlockThreads) global_average_channels_last_kernel(const Pool2dFwdParams p) {
+  using Acc = AccumulateType<T>;
+  using Pack = Vector<T, kVec>;
+  __shared__ Acc partial[kGapRows][kGapColumns][kVec];
+  const T* __restrict__ input = static_cast<const T*>(p.input);
+  T* __restrict__ output = static_cast<T*>(p.output);
+  const int64_t pixels = p.in_h * p.in_w, vectors = p.channels / kVec;
+  const int64_t vector = int64_t(blockIdx.x) * kGapColumns + threadIdx.x;
+  const bool active = vector < vectors;
+  for (int64_t n = blockIdx.y; n < p.batch; n += gridDim.y) {
+    Acc acc[kVec] = {};
+    if (active) {
+      const T* image = input + n * pixels * p.channels + vector * kVec;
+#pragma unroll 4
+      for (int64_t pixel = threadIdx.y; pixel < pixels; pixel += kGapRows) {
+        const Pack v = *reinterpret_cast<const Pack*>(image + pixel * p.channels);
+        DLK_UNROLL
+        for (int j = 0; j < kVec; ++j) acc[j] += to_accumulate(v.val[j]);
+      }
+    }
+    DLK_UNROLL
+    for (int j = 0; j < kVec; ++j) partial[threadIdx.y][threadIdx.x][j] = acc[j];
+    __syncthreads();
+    if (threadIdx.y == 0 && active) {
+      Pack result;
+      DLK_UNROLL
+      for (int j = 0; j < kVec; ++j) {
+        Acc sum = 0;
+        for (int r = 0; r < kGapRows; ++r) sum += partial[r][threadIdx.x][j];
+        result.val[j] = from_accumulate<T>(sum / Acc(pixels));
+      }
+      *reinterpret_cast<Pack*>(output + n * p.channels + vector * kVec) = result;
+    }
+    __syncthreads();  // the partials are read before the next image overwrites them
   }
 }
 
@@ -295,10 +435,8 @@ int channels_per_thread(int64_t channels, std::initializer_list<const void*> ten
   return channels % kVec == 0 && aligned ? kVec : 1;
 }
 
-unsigned grid_size(uint64_t work_items) {
-  const uint64_t blocks = (work_items + kBlockThreads - 1) / kBlockThreads;
-  return static_cast<unsigned>(std::min<uint64_t>(blocks, uint64_t(sm_count()) * kBlocksPerSM * kWavesPerLaunch));
-}
+// A few waves of resident blocks: enough to fill every SM, few enough that blocks loop.
+int64_t max_blocks() { return int64_t(sm_count()) * kBlocksPerSM * kWavesPerLaunch; }
 
 template <typename Fn>
 Status dispatch_mode(PoolMode mode, Fn&& fn) {
@@ -319,21 +457,13 @@ Status dispatch_vector_width(int vec, Fn&& fn) {
   return Status::kInvalidArgument;
 }
 
-// 32-bit indexing whenever it is exact: the fast divider and cheaper address math both need it.
-// Besides offsets (bounded by the element counts), window coordinates run a few taps past an
-// input edge (a chunk of kTapsInFlight taps, a stride or dilation step), which must not wrap either.
-bool fits_32bit_indexing(const Pool2dParams& p, int64_t largest_numel) {
-  const int64_t largest_step = std::max({p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
-                                         p.dilation_h, p.dilation_w});
-  const int64_t largest_extent = std::max({p.in_h, p.in_w, p.out_h, p.out_w});
-  return largest_numel <= INT32_MAX && largest_extent + (kTapsInFlight + 1) * largest_step <= INT32_MAX;
-}
-
 // Calls fn(TypeTag<T>, mode, vec, TypeTag<IndexT>) with everything the kernels are templated on.
 // `vec` is 1 for NCHW.
+// 32-bit indexing whenever it is exact (plan::pool2d_fits_int32): the fast dividers and cheaper
+// address math both need it.
 template <typename Fn>
-Status dispatch_pool2d(DType dtype, const Pool2dParams& p, int64_t largest_numel,
-                       std::initializer_list<const void*> vector_accessed, const int64_t* indices, Fn&& fn) {
+Status dispatch_pool2d(DType dtype, const Pool2dParams& p, std::initializer_list<const void*> vector_accessed,
+                       const int64_t* indices, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
     const int vec = p.channels_last ? channels_per_thread<T>(p.channels, vector_accessed,
@@ -341,7 +471,7 @@ Status dispatch_pool2d(DType dtype, const Pool2dParams& p, int64_t largest_numel
                                     : 1;
     return dispatch_mode(p.mode, [&](auto mode) {
       return dispatch_vector_width<T>(vec, [&](auto vec_c) {
-        return dispatch_index_type(fits_32bit_indexing(p, largest_numel),
+        return dispatch_index_type(plan::pool2d_fits_int32(p),
                                    [&](auto index_tag) { return fn(type_tag, mode, vec_c, index_tag); });
       });
     });
@@ -354,6 +484,33 @@ FlatIndexSplitter<IndexT> make_splitter(int64_t channels, int vec, int64_t h, in
           Divider<IndexT>(static_cast<IndexT>(h))};
 }
 
+template <typename IndexT>
+PoolAxis<IndexT> axis_h(const Pool2dParams& p) {
+  return make_axis<IndexT>(p.mode, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+}
+
+template <typename IndexT>
+PoolAxis<IndexT> axis_w(const Pool2dParams& p) {
+  return make_axis<IndexT>(p.mode, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+}
+
+Status global_average_forward(const Pool2dFwdParams& p, DType dtype, cudaStream_t stream) {
+  return dispatch_dtype(dtype, [&](auto type_tag) {
+    using T = typename decltype(type_tag)::type;
+    const int vec = p.channels_last ? channels_per_thread<T>(p.channels, {p.input, p.output}, nullptr) : 1;
+    const plan::GlobalAveragePlan g = plan::plan_global_average(p, vec, kWarpsPerBlock, kGapColumns, max_blocks());
+    if (!p.channels_last) {
+      global_average_nchw_kernel<T><<<unsigned(g.planes.blocks), kBlockThreads, 0, stream>>>(p, g.planes.work);
+      return check_launch();
+    }
+    const dim3 grid(unsigned(g.channel_blocks), unsigned(g.image_blocks)), block(kGapColumns, kGapRows);
+    return dispatch_vector_width<T>(vec, [&](auto vec_c) {
+      global_average_channels_last_kernel<T, decltype(vec_c)::value><<<grid, block, 0, stream>>>(p);
+      return check_launch();
+    });
+  });
+}
+
 }  // namespace
 
 Status pool2d_forward_cuda(const Pool2dFwdParams& p, DType dtype, cudaStream_t stream) {
@@ -361,22 +518,26 @@ Status pool2d_forward_cuda(const Pool2dFwdParams& p, DType dtype, cudaStream_t s
   const int64_t in_numel = p.batch * p.channels * p.in_h * p.in_w;
   const int64_t out_numel = p.batch * p.channels * p.out_h * p.out_w;
   if (out_numel == 0) return Status::kOk;
-  // A non-empty output needs a non-empty input; ATen rejects such calls too.
-  if (in_numel == 0 || (p.mode == PoolMode::kMax && p.indices == nullptr)) return Status::kInvalidArgument;
+  // A non-empty output needs a non-empty input; ATen rejects such calls too. Max pooling without
+  // indices (p.indices null) is the inference case: nothing will ask for the gradient.
+  if (in_numel == 0) return Status::kInvalidArgument;
+  if (plan::pool2d_is_global_average(p)) return global_average_forward(p, dtype, stream);
 
-  return dispatch_pool2d(dtype, p, std::max(in_numel, out_numel), {p.input, p.output}, p.indices,
+  return dispatch_pool2d(dtype, p, {p.input, p.output}, p.indices,
                          [&](auto type_tag, auto mode, auto vec_c, auto index_tag) {
     using T = typename decltype(type_tag)::type;
     using IndexT = typename decltype(index_tag)::type;
     constexpr int kVec = decltype(vec_c)::value;
-    const uint64_t work = static_cast<uint64_t>(out_numel / kVec);
+    const plan::Pool2dPlan plan = plan::plan_pool2d(p, false, kVec, kBlockThreads, max_blocks());
+    const unsigned blocks = static_cast<unsigned>(plan.grid.blocks);
+    const auto total = static_cast<IndexT>(plan.grid.work);
     const auto splitter = make_splitter<IndexT>(p.channels, kVec, p.out_h, p.out_w);
     if (p.channels_last) {
       pool2d_forward_kernel<T, decltype(mode)::value, true, kVec, IndexT>
-          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+          <<<blocks, kBlockThreads, 0, stream>>>(p, total, splitter, axis_h<IndexT>(p), axis_w<IndexT>(p));
     } else if constexpr (kVec == 1) {
       pool2d_forward_kernel<T, decltype(mode)::value, false, 1, IndexT>
-          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+          <<<blocks, kBlockThreads, 0, stream>>>(p, total, splitter, axis_h<IndexT>(p), axis_w<IndexT>(p));
     }
     return check_launch();
   });
@@ -389,19 +550,21 @@ Status pool2d_backward_cuda(const Pool2dBwdParams& p, DType dtype, cudaStream_t 
   if (in_numel == 0) return Status::kOk;
   if (out_numel > 0 && p.mode == PoolMode::kMax && p.indices == nullptr) return Status::kInvalidArgument;
 
-  return dispatch_pool2d(dtype, p, std::max(in_numel, out_numel), {p.grad_output, p.grad_input}, p.indices,
+  return dispatch_pool2d(dtype, p, {p.grad_output, p.grad_input}, p.indices,
                          [&](auto type_tag, auto mode, auto vec_c, auto index_tag) {
     using T = typename decltype(type_tag)::type;
     using IndexT = typename decltype(index_tag)::type;
     constexpr int kVec = decltype(vec_c)::value;
-    const uint64_t work = static_cast<uint64_t>(in_numel / kVec);
+    const plan::Pool2dPlan plan = plan::plan_pool2d(p, true, kVec, kBlockThreads, max_blocks());
+    const unsigned blocks = static_cast<unsigned>(plan.grid.blocks);
+    const auto total = static_cast<IndexT>(plan.grid.work);
     const auto splitter = make_splitter<IndexT>(p.channels, kVec, p.in_h, p.in_w);
     if (p.channels_last) {
       pool2d_backward_kernel<T, decltype(mode)::value, true, kVec, IndexT>
-          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+          <<<blocks, kBlockThreads, 0, stream>>>(p, total, splitter, axis_h<IndexT>(p), axis_w<IndexT>(p));
     } else if constexpr (kVec == 1) {
       pool2d_backward_kernel<T, decltype(mode)::value, false, 1, IndexT>
-          <<<grid_size(work), kBlockThreads, 0, stream>>>(p, static_cast<IndexT>(work), splitter);
+          <<<blocks, kBlockThreads, 0, stream>>>(p, total, splitter, axis_h<IndexT>(p), axis_w<IndexT>(p));
     }
     return check_launch();
   });

@@ -61,7 +61,9 @@ def _launch(entry: str, device: torch.device, args: tuple) -> None:
 
 
 def pool2d_forward(input: torch.Tensor, mode: int, kernel, stride, padding, dilation, output_size,
-                   count_include_pad: bool, divisor_override: int, channels_last: bool):
+                   count_include_pad: bool, divisor_override: int, channels_last: bool, need_indices: bool = True):
+    """Returns (output, indices). Max pooling with need_indices=False (no gradient will be asked for)
+    returns empty indices, and the kernels skip writing the int64 indices: 8 bytes per output."""
     memory_format = _check_layout(input, "input", channels_last)
     if len(output_size) != 2:
         raise RuntimeError("dlkernels pool2d: output_size must have two entries")
@@ -71,13 +73,14 @@ def pool2d_forward(input: torch.Tensor, mode: int, kernel, stride, padding, dila
     out_h, out_w = output_size
     output = torch.empty((batch, channels, out_h, out_w), dtype=input.dtype, device=input.device,
                          memory_format=memory_format)
-    if mode == MAX_MODE:
+    writes_indices = mode == MAX_MODE and need_indices
+    if writes_indices:
         indices = torch.empty((batch, channels, out_h, out_w), dtype=torch.int64, device=input.device,
                               memory_format=memory_format)
     else:
         indices = torch.empty((0,), dtype=torch.int64, device=input.device)
     _launch("forward", input.device,
-            (input.data_ptr(), output.data_ptr(), indices.data_ptr() if mode == MAX_MODE else None,
+            (input.data_ptr(), output.data_ptr(), indices.data_ptr() if writes_indices else None,
              dtype, batch, channels, in_h, in_w, out_h, out_w, *geometry, int(channels_last)))
     return output, indices
 

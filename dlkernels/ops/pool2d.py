@@ -88,6 +88,26 @@ _max_pool2d = define(
     _max_pool2d_impl, _max_pool2d_fake, setup_context=_max_pool2d_setup_context, backward=_max_pool2d_grad)
 
 
+def _max_pool2d_values_impl(x, kernel, stride, padding, dilation, output_size, backend):
+    # Nothing will ask for the gradient or the indices: the C++ and CUDA kernels then skip the int64
+    # indices (8 bytes per output, four times an fp16 output). The Triton kernel always writes them.
+    skip = {} if backend == "triton" else {"need_indices": False}
+    out, _ = _implementation(backend).pool2d_forward(x, MAX, kernel, stride, padding, dilation, output_size, True, 0,
+                                                     _channels_last(x), **skip)
+    return out
+
+
+def _max_pool2d_values_fake(x, kernel, stride, padding, dilation, output_size, backend):
+    return _empty_like_layout(x, (*x.shape[:2], *output_size), _channels_last(x))
+
+
+# Max pooling without indices, for inference; no derivative (max_pool2d above has one).
+_max_pool2d_values = define(
+    "max_pool2d_values(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, int[] output_size, "
+    "str backend) -> Tensor",
+    _max_pool2d_values_impl, _max_pool2d_values_fake)
+
+
 # ----------------------------------------------------------------------------- avg_pool2d
 def _avg_pool2d_impl(x, kernel, stride, padding, output_size, count_include_pad, divisor_override, backend):
     out, _ = _implementation(backend).pool2d_forward(x, AVG, kernel, stride, padding, NO_DILATION, output_size,
@@ -230,6 +250,8 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
                                                                   dilation, ceil_mode)
 
         def run():
+            if not return_indices and not (x.requires_grad and torch.is_grad_enabled()):
+                return _restore_rank(input, _max_pool2d_values(x, kernel, strides, pads, dilations, out_size, chosen))
             out, indices = _max_pool2d(x, kernel, strides, pads, dilations, out_size, chosen)
             out, indices = _restore_rank(input, out), _restore_rank(input, indices)
             return (out, indices) if return_indices else out

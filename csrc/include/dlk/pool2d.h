@@ -28,7 +28,7 @@ struct Pool2dParams {
 struct Pool2dFwdParams : Pool2dParams {
   const void* input = nullptr;
   void* output = nullptr;
-  int64_t* indices = nullptr;  // kMax only: flat h * in_w + w of the max within its plane
+  int64_t* indices = nullptr;  // kMax only: flat h * in_w + w of the max within its plane; null: not written
 };
 
 struct Pool2dBwdParams : Pool2dParams {
