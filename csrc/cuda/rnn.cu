@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common.cuh"
+#include "dlk/launch_plan.h"
 #include "rnn_kernels.cuh"
 
 namespace dlk {
@@ -20,7 +21,6 @@ using rnn::StepArgs;
 using rnn::StepTile;
 
 constexpr size_t kWorkspaceAlign = 256;
-constexpr int64_t kMaxGridY = 65535;
 
 size_t align_up(size_t bytes) { return (bytes + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign; }
 
@@ -102,6 +102,18 @@ bool launch_cooperative(Kernel* kernel, dim3 grid, size_t smem_bytes, cudaStream
   return false;
 }
 
+// One step of a per-step kernel: launch(grid, first batch tile) per chunk of at most 65,535 batch
+// tiles (grid.y). A step's batch rows are independent of each other, so the chunks may run in any order.
+template <typename Launch>
+Status launch_over_batch_tiles(const plan::RnnGrid& plan, dim3 grid, Launch&& launch) {
+  for (int64_t chunk = 0; chunk < plan.batch_tiles.launches; ++chunk) {
+    grid.y = unsigned(plan.batch_tiles.size(chunk));
+    launch(grid, plan.batch_tiles.first(chunk));
+    if (const Status status = check_launch(); status != Status::kOk) return status;
+  }
+  return Status::kOk;
+}
+
 // dst = src (same dtype, `bytes` long), or zeros when src is null: the T = 0 cases, where the final
 // state is the initial one and the initial state's gradient the final one's.
 Status copy_or_zero(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
@@ -113,9 +125,12 @@ Status copy_or_zero(void* dst, const void* src, size_t bytes, cudaStream_t strea
 // ---------------------------------------------------------------------------------------------
 // Argument checks; kOk means "launch".
 
+// Batch tiles beyond grid.y's 65,535 are split over launches (plan::plan_rnn_grid); W_hh^T's
+// transpose puts H / 32 column tiles on grid.y.
 bool geometry_is_valid(const RnnParams& p) {
   return (p.cell == RnnCell::kLSTM || p.cell == RnnCell::kGRU) && p.steps >= 0 && p.batch >= 0 && p.hidden >= 0 &&
-         ceil_div(p.batch, 8) <= kMaxGridY;
+         plan::plan_rnn_grid(p.hidden, kHiddenTile, p.batch, 8).valid() && ceil_div(p.hidden, 32) <= plan::kMaxGridYZ &&
+         ceil_div(int64_t(rnn::kMaxGates) * p.hidden, 32) <= plan::kMaxGridX;
 }
 
 bool has_work(const RnnParams& p) { return p.batch > 0 && p.hidden > 0; }
@@ -184,7 +199,8 @@ BackwardLayout backward_layout(const RnnParams& p, DType dtype) {
 template <typename T, RnnCell kCell, int kNTiles>
 Status launch_forward(const RnnFwdParams& p, void* workspace, cudaStream_t stream) {
   using Tile = StepTile<T, kCell, false, kNTiles>;
-  const dim3 grid(unsigned(ceil_div(p.hidden, kHiddenTile)), unsigned(ceil_div(p.batch, Tile::kBatchTile)));
+  const plan::RnnGrid plan = plan::plan_rnn_grid(p.hidden, kHiddenTile, p.batch, Tile::kBatchTile);
+  const dim3 grid(unsigned(plan.hidden_tiles), unsigned(plan.batch_tiles.per_chunk));
   StepArgs args;
   const bool even_rows = p.hidden % 2 == 0;
   args.weights_aligned = even_rows && aligned4(p.w_hh);
@@ -193,7 +209,7 @@ Status launch_forward(const RnnFwdParams& p, void* workspace, cudaStream_t strea
 
   auto* persistent = rnn::rnn_forward_kernel<T, kCell, kNTiles, true>;
   const size_t persistent_smem = Tile::persistent_smem_bytes(p.hidden);
-  if (persistent_fits(persistent, grid, persistent_smem, p.steps)) {
+  if (plan.single_launch() && persistent_fits(persistent, grid, persistent_smem, p.steps)) {
     args.first_step = 0;
     args.num_steps = p.steps;
     if (cudaMemsetAsync(args.barrier, 0, sizeof(unsigned int), stream) != cudaSuccess) return Status::kLaunchFailed;
@@ -205,8 +221,11 @@ Status launch_forward(const RnnFwdParams& p, void* workspace, cudaStream_t strea
   args.num_steps = 1;
   for (int64_t s = 0; s < p.steps; ++s) {
     args.first_step = s;
-    step<<<grid, kThreads, Tile::kStepSmemBytes, stream>>>(p, args);
-    if (const Status status = check_launch(); status != Status::kOk) return status;
+    const Status status = launch_over_batch_tiles(plan, grid, [&](dim3 chunk_grid, int64_t first_tile) {
+      args.batch_tile_offset = first_tile;
+      step<<<chunk_grid, kThreads, Tile::kStepSmemBytes, stream>>>(p, args);
+    });
+    if (status != Status::kOk) return status;
   }
   return Status::kOk;
 }
@@ -226,13 +245,13 @@ Status launch_backward(const RnnBwdParams& p, const BackwardLayout& layout, void
   ws.dc_carry = reinterpret_cast<Acc*>(base + layout.dc_carry);
 
   // W_hh^T, so that both GEMM operands of dh = grad_gh W_hh are read along k.
-  const dim3 transpose_grid(unsigned(ceil_div(p.hidden, 32)), unsigned(ceil_div(gate_rows, 32)));
-  if (transpose_grid.y > kMaxGridY) return Status::kInvalidArgument;
+  const dim3 transpose_grid(unsigned(ceil_div(gate_rows, 32)), unsigned(ceil_div(p.hidden, 32)));
   rnn::rnn_transpose_kernel<T><<<transpose_grid, dim3(32, 8), 0, stream>>>(static_cast<const T*>(p.w_hh), ws.weight_t,
                                                                           gate_rows, p.hidden);
   if (const Status status = check_launch(); status != Status::kOk) return status;
 
-  const dim3 grid(unsigned(ceil_div(p.hidden, kHiddenTile)), unsigned(ceil_div(p.batch, Tile::kBatchTile)));
+  const plan::RnnGrid plan = plan::plan_rnn_grid(p.hidden, kHiddenTile, p.batch, Tile::kBatchTile);
+  const dim3 grid(unsigned(plan.hidden_tiles), unsigned(plan.batch_tiles.per_chunk));
   StepArgs args;
   args.weights_aligned = gate_rows % 2 == 0;  // the workspace is aligned
   args.batch_aligned = gate_rows % 2 == 0;
@@ -241,7 +260,7 @@ Status launch_backward(const RnnBwdParams& p, const BackwardLayout& layout, void
 
   auto* persistent = rnn::rnn_backward_kernel<T, kCell, kNTiles, true>;
   const size_t persistent_smem = Tile::persistent_smem_bytes(gate_rows);
-  if (persistent_fits(persistent, grid, persistent_smem, launches)) {
+  if (plan.single_launch() && persistent_fits(persistent, grid, persistent_smem, launches)) {
     args.first_step = 0;
     args.num_steps = launches;
     if (cudaMemsetAsync(args.barrier, 0, sizeof(unsigned int), stream) != cudaSuccess) return Status::kLaunchFailed;
@@ -253,8 +272,11 @@ Status launch_backward(const RnnBwdParams& p, const BackwardLayout& layout, void
   args.num_steps = 1;
   for (int64_t s = 0; s < launches; ++s) {
     args.first_step = s;
-    step<<<grid, kThreads, Tile::kStepSmemBytes, stream>>>(p, ws, args);
-    if (const Status status = check_launch(); status != Status::kOk) return status;
+    const Status status = launch_over_batch_tiles(plan, grid, [&](dim3 chunk_grid, int64_t first_tile) {
+      args.batch_tile_offset = first_tile;
+      step<<<chunk_grid, kThreads, Tile::kStepSmemBytes, stream>>>(p, ws, args);
+    });
+    if (status != Status::kOk) return status;
   }
   return Status::kOk;
 }

@@ -13,6 +13,8 @@
 //               h_{t-1} (backward: the previous step's gate gradients) is exchanged through L2.
 //               Taken when the device supports cooperative launches and every CTA, with its
 //               weight slice in shared memory, fits on the GPU at once; otherwise per-step.
+// Batches of more than 65,535 batch tiles (grid.y) take the per-step path, each step launched once
+// per chunk of tiles (dlk/launch_plan.h, plan_rnn_grid).
 // The environment variable DLK_RNN_CUDA_PATH=step|persistent overrides the choice (tests and
 // benchmarks); "persistent" still falls back to per-step where it cannot run.
 //

@@ -222,22 +222,34 @@ struct TcFragments {
 // The operand registers of one k-step starting at k0. The weights are read through L1 (or from
 // shared memory); the batch operand, written by other CTAs during the previous step, through L2.
 template <typename T, int kRowTiles, int kNTiles>
-DLK_HOST_DEVICE void tc_load_fragments(TcFragments<kRowTiles, kNTiles>& f, const TcLaneRows<T, kRowTiles, kNTiles>& rows,
-                                       int64_t k0, int64_t k_extent, bool a_aligned, bool b_aligned, int lane) {
+DLK_HOST_DEVICE void tc_load_a_fragments(uint32_t (&a)[kRowTiles][4], const TcLaneRows<T, kRowTiles, kNTiles>& rows,
+                                         int64_t k0, int64_t k_extent, bool aligned, int lane) {
   DLK_UNROLL
   for (int rt = 0; rt < kRowTiles; ++rt) {
     DLK_UNROLL
     for (int reg = 0; reg < 4; ++reg) {
-      f.a[rt][reg] = load_pair<false>(rows.a[rt][reg % 2], k0 + tc_a_k(lane, reg), k_extent, a_aligned);
+      a[rt][reg] = load_pair<false>(rows.a[rt][reg % 2], k0 + tc_a_k(lane, reg), k_extent, aligned);
     }
   }
+}
+
+template <typename T, int kRowTiles, int kNTiles>
+DLK_HOST_DEVICE void tc_load_b_fragments(uint32_t (&b)[kNTiles][2], const TcLaneRows<T, kRowTiles, kNTiles>& rows,
+                                         int64_t k0, int64_t k_extent, bool aligned, int lane) {
   DLK_UNROLL
   for (int nt = 0; nt < kNTiles; ++nt) {
     DLK_UNROLL
     for (int reg = 0; reg < 2; ++reg) {
-      f.b[nt][reg] = load_pair<true>(rows.b[nt], k0 + tc_b_k(lane, reg), k_extent, b_aligned);
+      b[nt][reg] = load_pair<true>(rows.b[nt], k0 + tc_b_k(lane, reg), k_extent, aligned);
     }
   }
+}
+
+template <typename T, int kRowTiles, int kNTiles>
+DLK_HOST_DEVICE void tc_load_fragments(TcFragments<kRowTiles, kNTiles>& f, const TcLaneRows<T, kRowTiles, kNTiles>& rows,
+                                       int64_t k0, int64_t k_extent, bool a_aligned, bool b_aligned, int lane) {
+  tc_load_a_fragments(f.a, rows, k0, k_extent, a_aligned, lane);
+  tc_load_b_fragments(f.b, rows, k0, k_extent, b_aligned, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,16 +317,19 @@ DLK_HOST_DEVICE typename Tile::Acc sum_partials(const typename Tile::Acc* partia
   return sum;
 }
 
-// Persistent path: the CTA's weight rows into shared memory, zero-padded to slice_ld columns.
+// Persistent path: the CTA's weight rows into shared memory, zero-padded to slice_ld columns. Row by
+// row, threads along k (coalesced): a flat element loop would split every index with a 64-bit
+// division, a ~70-instruction subroutine per element. slice_ld is below 2^31: the slice fits in
+// shared memory.
 template <class Tile, typename T>
 DLK_HOST_DEVICE void copy_weight_slice(T* slice, int64_t slice_ld, const WeightRows<T>& w, int64_t k_extent,
                                        int first, int stride) {
-  const int64_t elems = int64_t(Tile::kRows) * slice_ld;
-  for (int64_t e = first; e < elems; e += stride) {
-    const int r = int(e / slice_ld);
-    const int64_t k = e % slice_ld;
+  const int ld = int(slice_ld);
+  const T zero = from_accumulate<T>(AccumulateType<T>(0));
+  for (int r = 0; r < Tile::kRows; ++r) {
     const T* row = w.row(r / kHiddenTile, r % kHiddenTile);
-    slice[e] = row != nullptr && k < k_extent ? row[k] : from_accumulate<T>(AccumulateType<T>(0));
+    T* dst = slice + r * ld;
+    for (int k = first; k < ld; k += stride) dst[k] = row != nullptr && k < k_extent ? row[k] : zero;
   }
 }
 
@@ -524,15 +539,31 @@ __device__ __forceinline__ void block_gemm(unsigned char* smem, const WeightRows
   Acc* partial = reinterpret_cast<Acc*>(smem);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   if constexpr (Tile::kTensorCores) {
-    float acc[Tile::kRowTiles][Tile::kBatchTile / 8][4] = {};
-    const auto rows = tc_lane_rows<T, Tile::kRowTiles, Tile::kBatchTile / 8>(w, batch_rows, lane);
-    for (int64_t k0 = int64_t(warp) * kKStep; k0 < k_extent; k0 += kWarps * kKStep) {
-      TcFragments<Tile::kRowTiles, Tile::kBatchTile / 8> f;
-      tc_load_fragments(f, rows, k0, k_extent, w_aligned, batch_aligned, lane);
+    constexpr int kNTiles = Tile::kBatchTile / 8;
+    constexpr int64_t kWarpStride = kWarps * kKStep;
+    float acc[Tile::kRowTiles][kNTiles][4] = {};
+    const auto rows = tc_lane_rows<T, Tile::kRowTiles, kNTiles>(w, batch_rows, lane);
+    // The batch operand comes from L2 (written by other CTAs during the previous step): its loads for
+    // k-step k0 + kWarpStride are issued before the mma of k-step k0, so that each L2 round trip
+    // overlaps a k-step's work instead of stalling it (register double buffering).
+    TcFragments<Tile::kRowTiles, kNTiles> f;
+    int64_t k0 = int64_t(warp) * kKStep;
+    if (k0 < k_extent) tc_load_b_fragments(f.b, rows, k0, k_extent, batch_aligned, lane);
+    for (; k0 < k_extent; k0 += kWarpStride) {
+      uint32_t next_b[kNTiles][2] = {};
+      if (k0 + kWarpStride < k_extent) {
+        tc_load_b_fragments(next_b, rows, k0 + kWarpStride, k_extent, batch_aligned, lane);
+      }
+      tc_load_a_fragments(f.a, rows, k0, k_extent, w_aligned, lane);
       DLK_UNROLL
       for (int rt = 0; rt < Tile::kRowTiles; ++rt) {
         DLK_UNROLL
-        for (int nt = 0; nt < Tile::kBatchTile / 8; ++nt) mma_sync_unordered(acc[rt][nt], f.a[rt], f.b[nt], TypeTag<T>{});
+        for (int nt = 0; nt < kNTiles; ++nt) mma_sync_unordered(acc[rt][nt], f.a[rt], f.b[nt], TypeTag<T>{});
+      }
+      DLK_UNROLL
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        f.b[nt][0] = next_b[nt][0];
+        f.b[nt][1] = next_b[nt][1];
       }
     }
     DLK_UNROLL
@@ -576,6 +607,7 @@ struct StepArgs {
   bool weights_aligned = false;  // 32-bit operand loads from the global weights are aligned
   bool batch_aligned = false;    // ... from the batch operand rows
   unsigned int* barrier = nullptr;  // persistent only
+  int64_t batch_tile_offset = 0;    // per-step launches beyond 65,535 batch tiles: first tile of this launch
 };
 
 template <typename T, RnnCell kCell, int kNTiles, bool kPersistent>
@@ -583,7 +615,8 @@ __global__ void __launch_bounds__(kThreads) rnn_forward_kernel(const RnnFwdParam
   using Tile = StepTile<T, kCell, false, kNTiles>;
   using Acc = typename Tile::Acc;
   extern __shared__ __align__(16) unsigned char smem[];
-  const int64_t j0 = int64_t(blockIdx.x) * kHiddenTile, b0 = int64_t(blockIdx.y) * Tile::kBatchTile;
+  const int64_t j0 = int64_t(blockIdx.x) * kHiddenTile;
+  const int64_t b0 = (int64_t(blockIdx.y) + args.batch_tile_offset) * Tile::kBatchTile;
   const int64_t hidden = p.hidden;
   const int valid_rows = int(hidden - j0 < kHiddenTile ? hidden - j0 : kHiddenTile);
   // Gate g of hidden unit j is W_hh row g * H + j: tile g starts H rows after tile g - 1.
@@ -623,7 +656,8 @@ __global__ void __launch_bounds__(kThreads)
   using Tile = StepTile<T, kCell, true, kNTiles>;
   using Acc = typename Tile::Acc;
   extern __shared__ __align__(16) unsigned char smem[];
-  const int64_t j0 = int64_t(blockIdx.x) * kHiddenTile, b0 = int64_t(blockIdx.y) * Tile::kBatchTile;
+  const int64_t j0 = int64_t(blockIdx.x) * kHiddenTile;
+  const int64_t b0 = (int64_t(blockIdx.y) + args.batch_tile_offset) * Tile::kBatchTile;
   const int64_t hidden = p.hidden, gate_rows = int64_t(Tile::kGates) * hidden;
   const int valid_rows = int(hidden - j0 < kHiddenTile ? hidden - j0 : kHiddenTile);
   // dh_{t-1}[b, j] = sum_r gate_grad[b, r] W_hh[r, j]: row j of W_hh^T against the gate gradients.
@@ -660,11 +694,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// (rows, cols) -> (cols, rows) through a 32 x 33 shared tile (coalesced on both sides).
+// (rows, cols) -> (cols, rows) through a 32 x 33 shared tile (coalesced on both sides). Row tiles on
+// grid.x (up to 2^31 - 1): W_hh has G * H rows, column tiles (H / 32) on grid.y.
 template <typename T>
 __global__ void __launch_bounds__(256) rnn_transpose_kernel(const T* in, T* out, int64_t rows, int64_t cols) {
   __shared__ T tile[32][33];
-  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
+  const int64_t r0 = int64_t(blockIdx.x) * 32, c0 = int64_t(blockIdx.y) * 32;
   for (int i = int(threadIdx.y); i < 32; i += 8) {
     const int64_t r = r0 + i, c = c0 + threadIdx.x;
     if (r < rows && c < cols) tile[i][threadIdx.x] = in[r * cols + c];
