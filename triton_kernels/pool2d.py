@@ -234,15 +234,22 @@ def _pool2d_bwd_kernel(
     for i in range(0, reach_h):
         oh = oh_first + i
         row_ok = pix_mask & (oh < oh_last)
-        if MODE == 1:
+        if MODE == 0:
+            # A window whose taps all fall in the padding read no input: no gradient (see pool2d.cpp).
+            window_h_begin, window_h_end = _max_pool_span(oh, in_h, kernel_h, stride_h, pad_h, dilation_h)
+            row_ok = row_ok & (window_h_begin < window_h_end)
+        elif MODE == 1:
             _, _, count_h = _avg_pool_span(oh, in_h, kernel_h, stride_h, pad_h, count_include_pad)
-        elif MODE == 2:
+        else:
             span_h_begin, span_h_end = _adaptive_pool_span(oh, in_h, out_h)
             row_ok = row_ok & (span_h_begin <= h) & (h < span_h_end)
         for j in range(0, reach_w):
             ow = ow_first + j
             ok = row_ok & (ow < ow_last)
-            if MODE == 2:
+            if MODE == 0:
+                window_w_begin, window_w_end = _max_pool_span(ow, in_w, kernel_w, stride_w, pad_w, dilation_w)
+                ok = ok & (window_w_begin < window_w_end)
+            elif MODE == 2:
                 span_w_begin, span_w_end = _adaptive_pool_span(ow, in_w, out_w)
                 ok = ok & (span_w_begin <= w) & (w < span_w_end)
             tap_mask = ok[:, None] & ch_mask[None, :]

@@ -97,11 +97,14 @@ void backward(const Pool2dBwdParams& p) {
           const PoolSpan sh = span_h(p, oh);
           for (int64_t ow = ow_first; ow < ow_last; ++ow) {
             const int64_t out_at = pool_offset(n, c, oh, ow, p.channels, p.out_h, p.out_w, p.channels_last);
+            const PoolSpan sw = span_w(p, ow);
             if (p.mode == PoolMode::kMax) {
-              if (p.indices[out_at] == h * p.in_w + w) grad += to_acc(grad_out[out_at]);
+              // A window whose taps all fall in the padding read no input, whatever index ATen seeded it
+              // with: its gradient goes nowhere (torch's CPU kernel adds it at that index, even past the plane).
+              const bool empty = sh.begin >= sh.end || sw.begin >= sw.end;
+              if (!empty && p.indices[out_at] == h * p.in_w + w) grad += to_acc(grad_out[out_at]);
               continue;
             }
-            const PoolSpan sw = span_w(p, ow);
             if (h < sh.begin || h >= sh.end || w < sw.begin || w >= sw.end) continue;
             grad += to_acc(grad_out[out_at]) / divisor<Acc>(p, sh, sw);
           }

@@ -159,6 +159,9 @@ def random_cases(seed: int, count: int) -> list:
             args.update(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), groups=1, filters=draw.randint(1, 6),
                         padding=(draw.randint(0, 2), draw.randint(0, 2)))
             algo = draw.choice(["winograd_2x2", "winograd_4x4"])
+            # Winograd's fp16/bf16 error is the rounding of its transforms, which does not shrink with the few
+            # channels drawn here while torch's does: tests/test_conv2d.py holds it to its bar with 48 channels.
+            args["dtype"] = draw.choice(["float32", "float64"])
         cases.append(_case(f"random draw {index} of seed {seed}", algo=algo, **args))
     return cases
 
@@ -186,7 +189,9 @@ def _assert_accurate(case, backend, what, ours, same_dtype, reference, factor, s
         raise AssertionError(f"{case.id} [{backend}] {what}: NaNs in different places")
     ours_error, torch_error = _max_error(ours, reference), _max_error(same_dtype, reference)
     # A few rounding units of slack: sums of a handful of terms where torch's order happens to be exact.
-    units = 32 * factor if ours.dtype == torch.float64 else 4
+    # Winograd's transforms amplify the rounding of their operands by about `factor` whatever the channel count,
+    # while torch's error shrinks with few channels: its floor scales with the factor.
+    units = 32 * factor if ours.dtype == torch.float64 else 4 * (factor if factor > 2 else 1)
     scale = reference.nan_to_num(0.0).abs().max().item() if scale is None else scale
     floor = units * UNIT_ROUNDOFF[ours.dtype] * scale
     if not ours_error <= factor * torch_error + floor:

@@ -123,6 +123,13 @@ def boundary_cases() -> list:
         add(_case("avg_pool2d", "NaN propagates", shape=(1, 3, 7, 8), layout=layout, values="nan",
                   kernel_size=3, stride=2, padding=1))
 
+    # Windows whose taps all fall in the padding: ATen seeds their index at a position past the plane (H 1)
+    # or inside it but outside the window (W 1); either way their gradient must reach no input.
+    add(_case("max_pool2d", "empty windows, index past the plane: no gradient", shape=(1, 3, 1, 5),
+              kernel_size=(2, 3), stride=1, padding=(1, 1), dilation=(2, 1), return_indices=True))
+    add(_case("max_pool2d", "empty windows, index inside the plane: no gradient", shape=(2, 3, 3, 1),
+              layout="channels_last", kernel_size=(4, 2), stride=3, padding=(2, 1), dilation=2, ceil_mode=True))
+
     # --- tile boundaries of the Triton interpreter config (the C++ reference has none)
     block = tiles["block"]
     for total in around(block):  # NCHW forward: a run of `block` outputs per program
@@ -212,6 +219,22 @@ def _call(op: str, x: torch.Tensor, kwargs: dict, backend: str | None):
     return getattr(dlkernels, op)(x, **kwargs, backend=backend)
 
 
+def _empty_max_windows(in_size, out_size, args) -> torch.Tensor:
+    """[out_h, out_w] mask of max-pool windows that hold no input position (every tap in the padding)."""
+    def pair(value, default):
+        value = default if value is None else value
+        return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    kernel = pair(args["kernel_size"], None)
+    stride, padding, dilation = pair(args.get("stride"), kernel), pair(args.get("padding"), 0), \
+        pair(args.get("dilation"), 1)
+    empty = []
+    for axis in range(2):
+        taps = [[o * stride[axis] - padding[axis] + j * dilation[axis] for j in range(kernel[axis])]
+                for o in range(out_size[axis])]
+        empty.append(torch.tensor([not any(0 <= t < in_size[axis] for t in row) for row in taps]))
+    return empty[0][:, None] | empty[1][None, :]
+
+
 def check(case, backend: str) -> None:
     args = dict(case.args)
     spec = {name: args.pop(name) for name in INPUT_ARGS if name in args}
@@ -248,5 +271,12 @@ def check(case, backend: str) -> None:
         return
     grad_output = torch.randn(expected_values.shape, generator=generator, dtype=torch.float64)
     (grad,) = torch.autograd.grad(values, ours_input, grad_output.to(dtype))
-    (expected_grad,) = torch.autograd.grad(expected_values, x64, grad_output.to(dtype).double())
+    reference_grad_output = grad_output.to(dtype).double()
+    if case.op == "max_pool2d":
+        # A dilated window whose every tap lies in the padding outputs -inf with the index ATen seeds it with, a
+        # position outside the window (past the plane, or in another row); torch's CPU backward adds that
+        # output's gradient there, into an input the window never read. Ours send it nowhere.
+        reference_grad_output[_empty_max_windows(x.shape[-2:], expected_values.shape[-2:], args)
+                              .expand_as(reference_grad_output)] = 0
+    (expected_grad,) = torch.autograd.grad(expected_values, x64, reference_grad_output)
     assert_matches(case, backend, "grad input", grad, expected_grad, dtype)
