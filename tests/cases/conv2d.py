@@ -92,8 +92,8 @@ def boundary_cases() -> list:
         add(_case(f"{filters} filters around BLOCK_N (dgrad: channels)", shape=(1, 4, 4, 5), filters=filters,
                   kernel=(2, 3), padding=(0, 1), layout="channels_last"))
     for channels in sorted({t["flat_below"] - 1, t["flat_below"], t["block_k"] + 1}):
-        add(_case(f"{channels} channels per group: flat / tap-major steps around BLOCK_K", shape=(1, 2 * channels, 4, 3),
-                  filters=4, groups=2, kernel=(2, 3), padding=(1, 1), stride=(2, 1)))
+        add(_case(f"{channels} channels per group: flat / tap-major steps around BLOCK_K",
+                  shape=(1, 2 * channels, 4, 3), filters=4, groups=2, kernel=(2, 3), padding=(1, 1), stride=(2, 1)))
     # --- depthwise: [pixels, channels] tiles, taps per wgrad pass, channel blocks in channels_last
     block = t["depthwise_block"]
     for total in around(block):  # NCHW: one channel, so the outputs of a tile are one run of `total`
