@@ -63,3 +63,14 @@ def test_routine_end_to_end(tmp_path):
     mutation_run.update_readme(section, readme)
     mutation_run.update_readme(section, readme)  # replacing the section, not appending a second one
     assert readme.read_text().count(mutation_run.README_HEADING) == 1
+
+
+def test_failed_tests_reads_node_ids_with_spaces():
+    """Baseline failures are deselected by node id; case ids hold spaces and brackets."""
+    output = ("....F\n=== short test summary info ===\n"
+              "FAILED tests/test_cases_pool2d.py::test_boundary_case[avg_pool2d(shape=(1, 2, 6, 5),k=2)] - assert 1\n"
+              "ERROR tests/test_rnn.py::test_cells - RuntimeError: boom\n1 failed, 1 error in 2.0s\n")
+    assert mutation_run.failed_tests(output) == [
+        "tests/test_cases_pool2d.py::test_boundary_case[avg_pool2d(shape=(1, 2, 6, 5),k=2)]",
+        "tests/test_rnn.py::test_cells"]
+    assert mutation_run.first_failure(output).startswith("FAILED tests/test_cases_pool2d.py")

@@ -228,6 +228,11 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+# Why each mutant that the last full run did not kill got through, and the case that would kill it
+# (the README's table). Written after reading the run, keyed by mutant id.
+SURVIVOR_NOTES: dict[str, str] = {}
+
+
 def by_id(mutant_id: str) -> Mutant:
     for mutant in MUTANTS:
         if mutant.id == mutant_id:

@@ -13,9 +13,10 @@ persists across runs, so ninja recompiles one object), runs the family's tests w
   killed    a test failed (or the test process crashed: a bad address is a caught bug too)
   survived  every test passed
   timeout   the tests ran past --timeout (counted as not killed)
-  error     a broken mutant (does not compile, tests cannot be collected) or a failing baseline
-Score = killed / (killed + survived + timeout). Before the mutants, each family's tests run once on the
-unmutated copy (the baseline): a family whose baseline fails is reported as an error, never as kills.
+  error     a broken mutant (does not compile, tests cannot be collected), or a baseline that cannot run
+Score = killed / (killed + survived + timeout). Before the mutants, each family's tests run once, without
+-x, on the unmutated copy (the baseline): tests failing there are deselected for that family's mutants
+(and listed in the report), so a test broken by someone else never counts as a kill.
 Not part of `make test` (it takes tens of minutes): `make mutation`.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .catalogue import FAMILIES, FAMILY_TESTS, ROOT, Mutant, select
+from .catalogue import FAMILIES, FAMILY_TESTS, ROOT, SURVIVOR_NOTES, Mutant, select
 
 DEFAULT_WORKDIR = ROOT / "build" / "mutation"
 DEFAULT_TIMEOUT_S = 900
@@ -85,6 +86,17 @@ def run_command(command: list[str], cwd: Path, timeout: float) -> tuple[int | No
         output, _ = process.communicate()
         code = None
     return code, output.decode(errors="replace"), time.monotonic() - start
+
+
+def failed_tests(output: str) -> list[str]:
+    """Node ids of the FAILED / ERROR lines of pytest's short summary."""
+    found = []
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            node = line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+            if "::" in node:
+                found.append(node)
+    return found
 
 
 def first_failure(output: str) -> str:
@@ -156,13 +168,14 @@ class Worker:
             raise RuntimeError(f"mutation worker {self.path}: the unmutated C++ reference does not build:\n{output}")
         self.check_imports()
 
-    def run_tests(self, family: str, timeout: float, tests: list[str] | None) -> tuple[int | None, str, float]:
+    def run_tests(self, family: str, timeout: float, tests: list[str] | None, deselect=(),
+                  stop_first: bool = True) -> tuple[int | None, str, float]:
         selected = tests or [name for name in FAMILY_TESTS[family] if (self.path / name).is_file()]
-        command = ["nice", "-n", "10", sys.executable, "-m", "pytest", *selected, "-x", "-q", "-p", "no:cacheprovider",
-                   "-rfE"]
+        command = ["nice", "-n", "10", sys.executable, "-m", "pytest", *selected, "-q", "-p", "no:cacheprovider",
+                   "-rfE", *(["-x"] if stop_first else []), *(f"--deselect={node}" for node in deselect)]
         return run_command(command, self.path, timeout)
 
-    def run_mutant(self, mutant: Mutant, timeout: float, tests: list[str] | None) -> Result:
+    def run_mutant(self, mutant: Mutant, timeout: float, tests: list[str] | None, deselect=()) -> Result:
         def result(status: str, seconds: float, detail: str) -> Result:
             return Result(mutant.id, mutant.family, mutant.file, status, round(seconds, 1), detail,
                           mutant.description, mutant.issue)
@@ -182,7 +195,7 @@ class Worker:
                     if mutant.native:
                         return result("error", time.monotonic() - start, "does not compile: " + first_failure(output))
                     raise RuntimeError(f"the unmutated C++ reference stopped building:\n{output}")
-            code, output, _ = self.run_tests(mutant.family, timeout, tests)
+            code, output, _ = self.run_tests(mutant.family, timeout, tests, deselect)
         finally:
             target.write_text(original)  # a fresh mtime: ninja rebuilds the object before the next run
             if mutant.native:
@@ -200,8 +213,13 @@ class Worker:
 
 
 def run(mutants: list[Mutant], jobs: int, timeout: float, workdir: Path, baseline: bool,
-        tests: list[str] | None = None, prebuilt_lib: bool = False, log=print) -> list[Result]:
-    """Runs `mutants` on `jobs` workers; returns one Result per mutant, in catalogue order."""
+        tests: list[str] | None = None, prebuilt_lib: bool = False, log=print,
+        baseline_failures: dict[str, list[str]] | None = None) -> list[Result]:
+    """Runs `mutants` on `jobs` workers; returns one Result per mutant, in catalogue order. Tests that fail
+    on the unmutated copy (the baseline, run without -x) are deselected for that family's mutants and
+    listed in `baseline_failures`; a family whose baseline cannot run at all gives errors."""
+    if baseline_failures is None:
+        baseline_failures = {}
     workers = [Worker(workdir, index, prebuilt_lib) for index in range(max(1, min(jobs, len(mutants))))]
     with ThreadPoolExecutor(len(workers)) as pool:
         list(pool.map(Worker.prepare, workers))
@@ -223,11 +241,15 @@ def run(mutants: list[Mutant], jobs: int, timeout: float, workdir: Path, baselin
             def task(worker: Worker):
                 if worker.lib_dirty:
                     worker.build()
-                code, output, seconds = worker.run_tests(family, timeout, tests)
+                code, output, seconds = worker.run_tests(family, 2 * timeout, tests, stop_first=False)
+                failing = failed_tests(output)
                 with lock:
-                    log(f"baseline {family}: {'passes' if code == 0 else 'FAILS'} ({seconds:.0f} s)")
-                if code != 0:
-                    broken[family] = first_failure(output) if code is not None else f"ran past {timeout:.0f} s"
+                    log(f"baseline {family}: {'passes' if code == 0 else 'FAILS'} ({seconds:.0f} s)"
+                        + "".join(f"\n    deselected for the mutants: {node}" for node in failing))
+                if code == 1 and failing:
+                    baseline_failures[family] = failing
+                elif code != 0:
+                    broken[family] = first_failure(output) if code is not None else f"ran past {2 * timeout:.0f} s"
             return on_worker(task)
 
         with ThreadPoolExecutor(len(workers)) as pool:
@@ -237,7 +259,8 @@ def run(mutants: list[Mutant], jobs: int, timeout: float, workdir: Path, baselin
         if mutant.family in broken:
             return Result(mutant.id, mutant.family, mutant.file, "error", 0.0,
                           f"baseline fails: {broken[mutant.family]}", mutant.description, mutant.issue)
-        result = on_worker(lambda worker: worker.run_mutant(mutant, timeout, tests))
+        deselect = baseline_failures.get(mutant.family, ())
+        result = on_worker(lambda worker: worker.run_mutant(mutant, timeout, tests, deselect))
         with lock:
             log(f"{result.status:>8}  {result.seconds:6.0f} s  {result.id}  {result.detail[:100]}")
         return result
@@ -270,16 +293,12 @@ def git_commit() -> str:
     return head.stdout.strip() or "unknown"
 
 
-def report(results: list[Result], command: str, seconds: float) -> dict:
+def report(results: list[Result], command: str, seconds: float, baseline_failures: dict[str, list[str]]) -> dict:
     killed, counted = score(results)
     return {"command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_seconds": round(seconds), "killed": killed, "counted": counted,
-            "score_percent": round(100 * killed / max(counted, 1), 1), "results": [asdict(r) for r in results]}
-
-
-# Why each survivor of the last full run survives, and which case would kill it (README table).
-# Keyed by mutant id; written after looking at the run, never generated.
-SURVIVOR_NOTES: dict[str, str] = {}
+            "score_percent": round(100 * killed / max(counted, 1), 1), "baseline_failures": baseline_failures,
+            "results": [asdict(r) for r in results]}
 
 
 def readme_section(data: dict) -> str:
@@ -307,6 +326,9 @@ def readme_section(data: dict) -> str:
         if mine:
             counts = [sum(r.status == s for r in mine) for s in STATUSES]
             lines.append(f"| {family} | {len(mine)} | " + " | ".join(map(str, counts)) + " |")
+    for family, nodes in sorted(data.get("baseline_failures", {}).items()):
+        lines += ["", f"Failing on the unmutated tree, so deselected for the {family} mutants: "
+                  + ", ".join(f"`{node}`" for node in nodes) + "."]
     not_killed = [r for r in results if r.status != "killed"]
     if not_killed:
         lines += ["", "Not killed, and why:", "", "| mutant | layer | status | bug | why it got through |",
@@ -355,12 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.prebuilt_lib and any(m.native for m in mutants):
         parser.error("--prebuilt-lib cannot run mutants of csrc/ (they need a rebuilt library)")
     started = time.monotonic()
-    results = run(mutants, args.jobs, args.timeout, args.workdir, not args.no_baseline, args.tests, args.prebuilt_lib)
+    baseline_failures: dict[str, list[str]] = {}
+    results = run(mutants, args.jobs, args.timeout, args.workdir, not args.no_baseline, args.tests, args.prebuilt_lib,
+                  baseline_failures=baseline_failures)
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m tests.mutation.run " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.json.write_text(json.dumps(report(results, command.strip(), time.monotonic() - started), indent=1) + "\n")
+        data = report(results, command.strip(), time.monotonic() - started, baseline_failures)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 
 
