@@ -28,6 +28,12 @@
 // provided every tile starts 1024-byte aligned (the kernel aligns the dynamic shared memory itself).
 // Written data reaches wgmma through cp.async.wait_group, fence.proxy.async (generic -> async proxy)
 // and a barrier. The output is staged through Q's shared memory for 16-byte stores.
+// Copy pipeline: K(j) is done with once S(j) is (iteration j - 1), V(j) once P(j) V(j) is (iteration j),
+// so K and V are separate cp.async groups, each refilled as soon as its tile is free: iteration j
+// waits for K(j + 1) and V(j) with one group (V(j + 1)) left in flight, then issues K(j + 2); V(j + 2)
+// follows at its end. A single (K, V) group per block, refilled at the end of iteration j, would be
+// waited for at the top of iteration j + 1 with nothing left in flight (tests/test_cuda_sass.py
+// checks the wait depth in the main loop's SASS).
 //
 // Tiles and resources (nvcc 13.0, sm_90a, ptxas -v, fp16 and bf16 alike; 1 CTA of 256 threads per
 // SM; accumulator registers per thread in parentheses):
@@ -192,13 +198,17 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
   // Rows are 16-byte aligned (attention_forward_sm90_supported): cp.async only, no element-wise
   // fallback compiled in.
   constexpr bool kAligned = true;
-  const auto load_key_block = [&](int block, int stage) {
+  // K and V of a key block are loaded (and committed) apart: K(j) is free one iteration before V(j) (see the
+  // main loop), so each refill starts as early as its tile is free.
+  const auto load_keys = [&](int block, int stage) {
     const int64_t key0 = int64_t(block) * kBlockN;
-    const int valid_keys = seq.len_k - int(key0);
-    load_tile<kBlockN, kHeadDim, kThreads>(k_tile(stage), k + key0 * p.k_row_stride, p.k_row_stride, valid_keys,
-                                           kAligned, tid);
-    load_tile<kBlockN, kHeadDim, kThreads>(v_tile(stage), v + key0 * p.v_row_stride, p.v_row_stride, valid_keys,
-                                           kAligned, tid);
+    load_tile<kBlockN, kHeadDim, kThreads>(k_tile(stage), k + key0 * p.k_row_stride, p.k_row_stride,
+                                           seq.len_k - int(key0), kAligned, tid);
+  };
+  const auto load_values = [&](int block, int stage) {
+    const int64_t key0 = int64_t(block) * kBlockN;
+    load_tile<kBlockN, kHeadDim, kThreads>(v_tile(stage), v + key0 * p.v_row_stride, p.v_row_stride,
+                                           seq.len_k - int(key0), kAligned, tid);
   };
   // cp.async data of this thread -> visible to every thread's wgmma.
   const auto publish_copies = [] {
@@ -206,12 +216,19 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
     __syncthreads();
   };
 
-  // Prologue: Q and key block 0 form cp.async group 0, key block 1 group 1 (committed even when
-  // empty, so that the waits below count right).
+  // Prologue: cp.async groups {Q, K(0), V(0)}, {K(1)}, {V(1)}. The main loop then commits K(j + 2) at the top
+  // and V(j + 2) at the end of iteration j. Every group is committed even when empty, so that the waits count
+  // right: at the top of iteration j the newest group is V(j + 1), the only one allowed to stay in flight.
+  static_assert(Config::kStages == 2, "the commit order above is that of a two-stage ring");
   load_tile<kBlockM, kHeadDim, kThreads>(q_tile, q, p.q_row_stride, valid_rows, kAligned, tid);
-  if (key_blocks > 0) load_key_block(0, 0);
+  if (key_blocks > 0) {
+    load_keys(0, 0);
+    load_values(0, 0);
+  }
   cp_async_commit();
-  if (key_blocks > 1) load_key_block(1, 1);
+  if (key_blocks > 1) load_keys(1, 1);
+  cp_async_commit();
+  if (key_blocks > 1) load_values(1, 1);
   cp_async_commit();
 
   float acc_o[kORegs];
@@ -289,7 +306,7 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
   };
 
   if (key_blocks > 0) {
-    cp_async_wait<1>();  // group 0: Q and key block 0
+    cp_async_wait<2>();  // Q, K(0), V(0); K(1) and V(1) may still be in flight
     publish_copies();
     wgmma::fence_registers(acc_s);
     wgmma::fence();
@@ -300,11 +317,14 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
     scores_to_p();
   }
 
-  // Every block but the last: S of the next block overlaps this block's P V (see the top).
+  // Every block but the last: S of the next block overlaps this block's P V (see the top). Iteration j reads
+  // K(j + 1) and V(j); the copies of V(j + 1) and K(j + 2) stay in flight while it computes.
   for (int block = 0; block + 1 < key_blocks; ++block) {
     const int stage = block % Config::kStages;
-    cp_async_wait<0>();  // key block block + 1 (the only group in flight)
-    publish_copies();
+    cp_async_wait<Config::kStages - 1>();  // K(block + 1) and V(block) landed; V(block + 1) may be in flight
+    publish_copies();  // also: both warpgroups waited for S(block), so K(block)'s tile is free
+    if (block + Config::kStages < key_blocks) load_keys(block + Config::kStages, stage);
+    cp_async_commit();
 
     // Everything ordinary code wrote to acc_o, acc_s and p_frag is done before the wgmmas read them.
     wgmma::fence_registers(acc_o);
@@ -322,11 +342,13 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
     rescale_o();
     scores_to_p();
 
-    __syncthreads();  // both warpgroups are done with this stage before it is refilled
-    if (block + Config::kStages < key_blocks) load_key_block(block + Config::kStages, stage);
+    __syncthreads();  // both warpgroups are done with V(block) before its tile is refilled
+    if (block + Config::kStages < key_blocks) load_values(block + Config::kStages, stage);
     cp_async_commit();
   }
-  if (key_blocks > 0) {  // the last block: its K and V landed before the loop's last iteration
+  if (key_blocks > 0) {  // the last block
+    cp_async_wait<0>();  // its V may have been in flight until now
+    publish_copies();
     wgmma::fence_registers(acc_o);
     wgmma::fence_registers(p_frag);
     wgmma::fence();
