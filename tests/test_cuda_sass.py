@@ -100,8 +100,7 @@ def test_tensor_core_kernels_use_tensor_cores(source, arch):
     problems = []
     for mangled, code in compiled.sass.items():
         entry = compiled.ptx[mangled]
-        wanted = set(matches(TENSOR_CORE_FAMILIES, names[mangled]))
-        wanted = {opcodes[arch] for opcodes in wanted if arch in opcodes}
+        wanted = {opcodes[arch] for opcodes in matches(TENSOR_CORE_FAMILIES, names[mangled]) if arch in opcodes}
         if entry.issues("mma.sync"):
             wanted.add("DMMA" if re.search(r"mma\.sync\S*\.f64", entry.body) else "HMMA")
         if entry.issues("wgmma.mma_async"):
