@@ -37,10 +37,10 @@
 //
 // Tiles and resources (nvcc 13.0, sm_90a, ptxas -v, fp16 and bf16 alike; 1 CTA of 256 threads per
 // SM; accumulator registers per thread in parentheses):
-//   D = 64:  kBlockN 128, smem  82944 B (80 KB + 1 KB alignment slack), 182 registers, no spills
+//   D = 64:  kBlockN 128, smem  82944 B (80 KB + 1 KB alignment slack), 236 registers, no spills
 //            (S 64, O 32, P 32)
-//   D = 128: kBlockN 128, smem 164864 B (160 KB + 1 KB), 216 registers, no spills (S 64, O 64, P 32)
-//   D = 256: kBlockN 64,  smem 197632 B (192 KB + 1 KB), 248 registers, no spills (S 32, O 128, P 16)
+//   D = 128: kBlockN 128, smem 164864 B (160 KB + 1 KB), 238 registers, no spills (S 64, O 64, P 32)
+//   D = 256: kBlockN 64,  smem 197632 B (192 KB + 1 KB), 242 registers, no spills (S 32, O 128, P 16)
 // cuobjdump -sass shows HGMMA.64x{64,128,256}x16.F32.{F16,BF16} and no "wgmma serialized" (C7514)
 // or injected warpgroup.arrive (C7519) notes from ptxas; keep it so when editing the main loop
 // (branches around the wgmmas brought both back: hence the peeled last iteration).
