@@ -5,9 +5,10 @@ nvcc is missing.
 """
 import pathlib
 import shutil
-import subprocess
 
 import pytest
+
+import cuda_tools
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
@@ -39,12 +40,11 @@ def test_every_source_has_a_kernel_budget():
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("source", CUDA_SOURCES, ids=lambda p: p.name)
-def test_nvcc_compiles(source, arch, tmp_path):
-    command = [NVCC, "-std=c++17", "-O3", f"-I{ROOT / 'csrc' / 'include'}", "-Werror=all-warnings", "--resource-usage",
-               f"-gencode=arch=compute_{arch},code=sm_{arch}", "-c", str(source), "-o", str(tmp_path / "out.o")]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr}"
-    kernels = (result.stdout + result.stderr).count("Compiling entry function")
+def test_nvcc_compiles(source, arch):
+    # The compile (these flags, -keep) is cached for test_cuda_resources.py and test_cuda_sass.py.
+    compiled = cuda_tools.compile_source(source, arch)
+    assert compiled.ok, compiled.failure()
+    kernels = compiled.log.count("Compiling entry function")
     assert kernels <= KERNEL_BUDGET.get(source.name, 0), (
         f"{source.name} instantiates {kernels} kernels for sm_{arch}, over its budget in KERNEL_BUDGET")
 
