@@ -181,6 +181,8 @@ class Worker:
                           mutant.description, mutant.issue)
 
         target = self.path / mutant.file
+        if not target.is_file():
+            return result("error", 0.0, f"{mutant.file} is not a tracked file of the tree")
         original = target.read_text()
         try:
             mutated = mutant.apply(original)
