@@ -226,7 +226,7 @@ BAD_INPUTS = [
     (_call(input=torch.randn(1, 3)), ValueError, "more than 1 value per channel"),
     (_call(residual=torch.randn(2, 3, 4, 5)), ValueError, "residual must match"),
     (_call(residual=torch.randn(2, 3, 4, 4).double()), ValueError, "residual must match"),
-    (_call(activation="gelu"), ValueError, "activation must be 'relu' or None"),
+    (_call(activation="gelu"), ValueError, "activation must be 'relu', 'leaky_relu' or None"),
     (_call(momentum=1.5), ValueError, "momentum must be in"),
     (_call(backend="cuda"), RuntimeError, "need a CUDA tensor"),
     (_call(weight=[1.0, 1.0, 1.0]), TypeError, "weight must be a torch.Tensor"),
@@ -354,3 +354,35 @@ def test_nan_propagates_like_torch_relu(backend):
     grad = torch.randn_like(out)
     torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(ref, x_ref, grad)[0],
                                equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("slope", [0.2, 0.01, 0.0, 1.0])
+def test_leaky_relu_epilogue_matches_torch(backend, slope):
+    """activation="leaky_relu": values and gradients vs torch in float64, NaN/inf inputs included."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 4, 5, generator=generator, dtype=torch.float64)
+    x[0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])  # channel 0's statistics become NaN
+    x = x.requires_grad_()
+    weight = torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, generator=generator, dtype=torch.float64, requires_grad=True)
+    out = dlkernels.batch_norm_relu(x, None, None, weight, bias, True, activation="leaky_relu",
+                                    negative_slope=slope, backend=backend)
+    normalized = F.batch_norm(x, None, None, weight, bias, True)
+    # Slope 0 is ReLU exactly (torch's leaky_relu(0) differs at -inf and for the gradient at NaN outputs).
+    expected = torch.relu(normalized) if slope == 0 else F.leaky_relu(normalized, slope)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    grad = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    ours = torch.autograd.grad(out, (x, weight, bias), grad)
+    theirs = torch.autograd.grad(expected, (x, weight, bias), grad)
+    for name, a, b in zip(("input", "weight", "bias"), ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, equal_nan=True, msg=name)
+
+
+def test_leaky_relu_negative_slope():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        dlkernels.batch_norm_relu(x, None, None, training=True, activation="leaky_relu", negative_slope=-0.1,
+                                  backend="reference")
+    out = dlkernels.batch_norm_relu(x, None, None, training=True, activation="leaky_relu", negative_slope=-0.1)
+    torch.testing.assert_close(out, F.leaky_relu(F.batch_norm(x, None, None, training=True), -0.1))

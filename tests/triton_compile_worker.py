@@ -90,7 +90,7 @@ def _batch_norm():
         mean, invstd = bn.batch_norm_stats(x, stat(a), stat(b), 0.1, 1e-5, channels_last)
         out = bn.batch_norm_apply(x, mean, invstd, stat(a), stat(b), x if c else None, d, channels_last)
         sums = bn.batch_norm_backward_reduce(x, out, x, mean, invstd, d, channels_last)
-        bn.batch_norm_backward_apply(x, out, x, mean, invstd, stat(a), *sums, training=b, relu=d,
+        bn.batch_norm_backward_apply(x, out, x, mean, invstd, stat(a), *sums, training=b, activation=d,
                                      want_grad_residual=c, channels_last=channels_last)
 
     for dtype in DTYPES:

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import leaky_relu, leaky_relu_backward
 from ._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
                                     check_4d, memory_format, target_programs)
 
@@ -163,12 +164,13 @@ def _elementwise_tile(pid, num_rows, channels, spatial, CHANNELS_LAST: tl.conste
 
 
 @triton.jit
-def _relu_grad(grad_output_ptr, output_ptr, offsets, mask, RELU: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    # The gradient reaching the normalisation: ReLU passes it where the saved output is positive.
+def _activation_grad(grad_output_ptr, output_ptr, offsets, mask, negative_slope, ACTIVATION: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr):
+    # The gradient reaching the normalisation: scaled by 1 or the slope from the saved output's sign.
     g = tl.load(grad_output_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-    if RELU:
+    if ACTIVATION:
         out = tl.load(output_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-        g = tl.where(out <= 0, 0.0, g)  # NaN passes, like torch's threshold_backward
+        g = leaky_relu_backward(g, out, negative_slope)
     return g
 
 
@@ -276,8 +278,8 @@ def _bn_stats_merge_kernel(
 @triton.jit(do_not_specialize=_UNSPECIALIZED)
 def _bn_apply_kernel(
     input_ptr, mean_ptr, invstd_ptr, weight_ptr, bias_ptr, residual_ptr, output_ptr,
-    num_rows, channels, spatial,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
+    num_rows, channels, spatial, negative_slope: tl.float64,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     INNER: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -294,8 +296,8 @@ def _bn_apply_kernel(
     y = tl.load(input_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE) * scale + shift
     if HAS_RESIDUAL:
         y += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-    if RELU:
-        y = tl.where((y > 0) | (y != y), y, 0.0)  # NaN propagates, as torch.relu
+    if ACTIVATION:
+        y = leaky_relu(y, negative_slope)
     tl.store(output_ptr + offsets, cast_for_store(y, output_ptr.dtype.element_ty), mask=mask)
 
 
@@ -306,8 +308,8 @@ def _bn_apply_kernel(
 def _bn_backward_reduce_partial_kernel(
     grad_output_ptr, output_ptr, input_ptr, mean_ptr,
     partial_ptr,  # [2 (sum g, sum g * (x - mean)), num_chunks, C]
-    num_rows, batch, channels, spatial, num_chunks,
-    RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    num_rows, batch, channels, spatial, num_chunks, negative_slope: tl.float64,
+    ACTIVATION: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     INNER: tl.constexpr, BLOCK: tl.constexpr,
 ):
     ROWS: tl.constexpr = BLOCK // INNER
@@ -326,7 +328,7 @@ def _bn_backward_reduce_partial_kernel(
     for t in range(begin, end):
         offsets, mask, _ = _reduction_tile(t, pid_c, num_rows, batch, channels, spatial,
                                            CHANNELS_LAST, INDEX_64, ROWS, INNER)
-        g = _relu_grad(grad_output_ptr, output_ptr, offsets, mask, RELU, ACC_DTYPE)
+        g = _activation_grad(grad_output_ptr, output_ptr, offsets, mask, negative_slope, ACTIVATION, ACC_DTYPE)
         x = tl.load(input_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
         sum_dy += g
         sum_dy_xmu += g * (x - mean)
@@ -368,8 +370,8 @@ def _bn_backward_reduce_merge_kernel(
 def _bn_backward_apply_kernel(
     grad_output_ptr, output_ptr, input_ptr, mean_ptr, invstd_ptr, weight_ptr, sum_dy_ptr, sum_dy_xhat_ptr,
     grad_input_ptr, grad_residual_ptr,
-    num_rows, channels, spatial, total_count,
-    HAS_WEIGHT: tl.constexpr, TRAINING: tl.constexpr, RELU: tl.constexpr, WANT_GRAD_RESIDUAL: tl.constexpr,
+    num_rows, channels, spatial, total_count, negative_slope: tl.float64,
+    HAS_WEIGHT: tl.constexpr, TRAINING: tl.constexpr, ACTIVATION: tl.constexpr, WANT_GRAD_RESIDUAL: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     INNER: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -381,7 +383,7 @@ def _bn_backward_apply_kernel(
     if HAS_WEIGHT:
         g_coef *= tl.load(weight_ptr + ch, mask=ch_mask, other=0.0)
 
-    g = _relu_grad(grad_output_ptr, output_ptr, offsets, mask, RELU, ACC_DTYPE)
+    g = _activation_grad(grad_output_ptr, output_ptr, offsets, mask, negative_slope, ACTIVATION, ACC_DTYPE)
     grad = g * g_coef
     if TRAINING:
         # weight * invstd * (g - sum_dy / M - xhat * sum_dy_xhat / M), folded per channel into
@@ -526,8 +528,9 @@ def _elementwise_grid(num_rows, channels, spatial, inner, channels_last):
     return lambda meta: (triton.cdiv(num_rows, meta["BLOCK"] // inner) * triton.cdiv(spatial, inner),)
 
 
-def batch_norm_apply(input, mean, invstd, weight, bias, residual, relu, channels_last):
-    """act((input - mean) * invstd * weight + bias + residual), act = ReLU or identity."""
+def batch_norm_apply(input, mean, invstd, weight, bias, residual, activation, channels_last, negative_slope=0.0):
+    """act((input - mean) * invstd * weight + bias + residual), act = LeakyReLU(negative_slope) if `activation`
+    (slope 0: ReLU) else identity."""
     check_4d("batch_norm", "input", input, channels_last)
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
@@ -547,29 +550,31 @@ def batch_norm_apply(input, mean, invstd, weight, bias, residual, relu, channels
         input, mean, invstd,
         weight if weight is not None else mean, bias if bias is not None else mean,
         residual if residual is not None else input, output,
-        num_rows, channels, spatial,
+        num_rows, channels, spatial, float(negative_slope),
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
-        RELU=bool(relu), CHANNELS_LAST=channels_last, INDEX_64=_needs_int64(input.numel(), channels, spatial),
+        ACTIVATION=bool(activation), CHANNELS_LAST=channels_last, INDEX_64=_needs_int64(input.numel(), channels, spatial),
         ACC_DTYPE=accumulator_dtype(input.dtype), INNER=inner,
     )
     return output
 
 
-def _check_backward_inputs(grad_output, output, input, mean, invstd, relu, channels_last):
+def _check_backward_inputs(grad_output, output, input, mean, invstd, activation, channels_last):
     check_4d("batch_norm", "input", input, channels_last)
     _check_like_input(grad_output, input, "grad_output", channels_last)
-    if relu:
+    if activation:
         if output is None:
-            raise ValueError("batch_norm (triton): output is needed when relu is set (its sign is the ReLU mask)")
+            raise ValueError("batch_norm (triton): output is needed with the activation (its sign picks the "
+                             "gradient's scale)")
         _check_like_input(output, input, "output", channels_last)
     _check_per_channel(mean, input, "mean")
     _check_per_channel(invstd, input, "invstd")
 
 
-def batch_norm_backward_reduce(grad_output, output, input, mean, invstd, relu, channels_last):
-    """(sum_dy, sum_dy_xhat) per channel, g = grad_output masked by output > 0 when relu:
+def batch_norm_backward_reduce(grad_output, output, input, mean, invstd, activation, channels_last,
+                               negative_slope=0.0):
+    """(sum_dy, sum_dy_xhat) per channel, g = grad_output through the activation when it is on:
     sum_dy = sum g, sum_dy_xhat = sum g * (x - mean) * invstd. Deterministic."""
-    _check_backward_inputs(grad_output, output, input, mean, invstd, relu, channels_last)
+    _check_backward_inputs(grad_output, output, input, mean, invstd, activation, channels_last)
     batch, channels, spatial, channels_last = _geometry(input, channels_last)
     stat_dtype = _stat_dtype(input.dtype)
     sum_dy = torch.empty(channels, dtype=stat_dtype, device=input.device)
@@ -585,9 +590,9 @@ def batch_norm_backward_reduce(grad_output, output, input, mean, invstd, relu, c
         partial.zero_()
     else:
         _bn_backward_reduce_partial_kernel[(c_programs * num_chunks,)](
-            grad_output, output if relu else grad_output, input, mean, partial,
-            num_rows, batch, channels, spatial, num_chunks,
-            RELU=bool(relu), CHANNELS_LAST=channels_last, INDEX_64=_needs_int64(input.numel(), channels, spatial),
+            grad_output, output if activation else grad_output, input, mean, partial,
+            num_rows, batch, channels, spatial, num_chunks, float(negative_slope),
+            ACTIVATION=bool(activation), CHANNELS_LAST=channels_last, INDEX_64=_needs_int64(input.numel(), channels, spatial),
             ACC_DTYPE=acc_dtype, INNER=_tile_inner(channels, spatial, channels_last),
         )
     _bn_backward_reduce_merge_kernel[(triton.cdiv(channels, _MERGE_BLOCK_C),)](
@@ -597,11 +602,11 @@ def batch_norm_backward_reduce(grad_output, output, input, mean, invstd, relu, c
     return sum_dy, sum_dy_xhat
 
 
-def batch_norm_backward_apply(grad_output, output, input, mean, invstd, weight, sum_dy, sum_dy_xhat, training, relu,
-                              want_grad_residual, channels_last):
+def batch_norm_backward_apply(grad_output, output, input, mean, invstd, weight, sum_dy, sum_dy_xhat, training,
+                              activation, want_grad_residual, channels_last, negative_slope=0.0):
     """(grad_input, grad_residual). training: weight * invstd * (g - sum_dy / M - xhat * sum_dy_xhat / M);
     eval: g * weight * invstd. grad_residual is g, or an empty tensor unless want_grad_residual."""
-    _check_backward_inputs(grad_output, output, input, mean, invstd, relu, channels_last)
+    _check_backward_inputs(grad_output, output, input, mean, invstd, activation, channels_last)
     if weight is not None:
         _check_per_channel(weight, input, "weight")
     _check_per_channel(sum_dy, input, "sum_dy")
@@ -619,11 +624,11 @@ def batch_norm_backward_apply(grad_output, output, input, mean, invstd, weight, 
     num_rows = batch * spatial if channels_last else batch * channels
     inner = _tile_inner(channels, spatial, channels_last)
     _bn_backward_apply_kernel[_elementwise_grid(num_rows, channels, spatial, inner, channels_last)](
-        grad_output, output if relu else grad_output, input, mean, invstd,
+        grad_output, output if activation else grad_output, input, mean, invstd,
         weight if weight is not None else invstd, sum_dy, sum_dy_xhat,
         grad_input, grad_residual if want_grad_residual else grad_input,
-        num_rows, channels, spatial, batch * spatial,
-        HAS_WEIGHT=weight is not None, TRAINING=bool(training), RELU=bool(relu),
+        num_rows, channels, spatial, batch * spatial, float(negative_slope),
+        HAS_WEIGHT=weight is not None, TRAINING=bool(training), ACTIVATION=bool(activation),
         WANT_GRAD_RESIDUAL=bool(want_grad_residual), CHANNELS_LAST=channels_last,
         INDEX_64=_needs_int64(input.numel(), channels, spatial), ACC_DTYPE=accumulator_dtype(input.dtype),
         INNER=inner,

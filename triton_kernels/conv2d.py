@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import leaky_relu
 from ._common import (INTERPRETING, accumulator_dtype, autotune_configs, cast_for_store, channel_block,
                                     check_4d, dot_dtype, input_precision, memory_format, target_programs)
 
@@ -202,7 +203,8 @@ def _conv2d_fwd_kernel(
     input_ptr, weight_ptr, bias_ptr, residual_ptr, output_ptr,
     num_pixels, in_channels, in_h, in_w, out_channels, out_h, out_w,
     group_in, group_out, groups, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
+    negative_slope: tl.float64,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, FLAT: tl.constexpr, INDEX_64: tl.constexpr,
     DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -232,7 +234,7 @@ def _conv2d_fwd_kernel(
                     other=0.0)
         acc = tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION, out_dtype=ACC_DTYPE)
 
-    # Fused epilogue in the accumulator dtype: + bias + residual, then ReLU, then one rounding.
+    # Fused epilogue in the accumulator dtype: + bias + residual, then the (leaky) ReLU, then one rounding.
     if HAS_BIAS:
         acc += tl.load(bias_ptr + k, mask=k_mask, other=0.0).to(ACC_DTYPE)[None, :]
     out_offsets = _offsets(n[:, None], oh[:, None], ow[:, None], k[None, :], out_h, out_w, out_channels,
@@ -240,8 +242,8 @@ def _conv2d_fwd_kernel(
     out_mask = pix_mask[:, None] & k_mask[None, :]
     if HAS_RESIDUAL:
         acc += tl.load(residual_ptr + out_offsets, mask=out_mask, other=0.0).to(ACC_DTYPE)
-    if RELU:
-        acc = tl.where((acc > 0) | (acc != acc), acc, 0.0)  # NaN propagates, as torch.relu
+    if ACTIVATION:
+        acc = leaky_relu(acc, negative_slope)
     tl.store(output_ptr + out_offsets, cast_for_store(acc, output_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -404,8 +406,8 @@ def _depthwise_tile(first_pixel, first_channel, num_pixels, channels, size_h, si
 def _depthwise_kernel(
     src_ptr, weight_ptr, bias_ptr, residual_ptr, dst_ptr,
     num_pixels, channels, src_h, src_w, dst_h, dst_w,
-    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, DGRAD: tl.constexpr,
+    kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, negative_slope: tl.float64,
+    HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr, DGRAD: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -447,8 +449,8 @@ def _depthwise_kernel(
     mask = pix_mask & c_mask
     if HAS_RESIDUAL:
         acc += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-    if RELU:
-        acc = tl.where((acc > 0) | (acc != acc), acc, 0.0)
+    if ACTIVATION:
+        acc = leaky_relu(acc, negative_slope)
     tl.store(dst_ptr + offsets, cast_for_store(acc, dst_ptr.dtype.element_ty), mask=mask)
 
 
@@ -558,9 +560,10 @@ def _check_like(op, name, tensor, shape, reference, fmt):
                          f"strides {tensor.stride()} on {tensor.device}")
 
 
-def conv2d_forward(input, weight, bias, residual, stride, padding, dilation, groups, output_size, relu,
-                   channels_last, allow_tf32):
-    """output = act(conv2d(input, weight) + bias + residual), act = relu if `relu`, shape (N, K, P, Q)
+def conv2d_forward(input, weight, bias, residual, stride, padding, dilation, groups, output_size, activation,
+                   channels_last, allow_tf32, negative_slope=0.0):
+    """output = act(conv2d(input, weight) + bias + residual), shape (N, K, P, Q), act = LeakyReLU(negative_slope)
+    if `activation` (slope 0: ReLU; _activation.py) else identity,
     in the input's layout. padding is (top, left), possibly negative; output_size = (P, Q) implies
     the bottom / right padding. bias (K,) and residual (like output) may be None."""
     op = "conv2d_forward"
@@ -585,7 +588,7 @@ def conv2d_forward(input, weight, bias, residual, stride, padding, dilation, gro
     (stride_h, stride_w), (pad_h, pad_w), (dilation_h, dilation_w) = _pair(stride), _pair(padding), _pair(dilation)
     num_pixels = batch * out_h * out_w
     index_64 = _needs_int64(max(in_channels, out_channels), input.numel(), output.numel(), weight.numel())
-    flags = {"HAS_BIAS": bias is not None, "HAS_RESIDUAL": residual is not None, "RELU": bool(relu),
+    flags = {"HAS_BIAS": bias is not None, "HAS_RESIDUAL": residual is not None, "ACTIVATION": bool(activation),
              "CHANNELS_LAST": channels_last, "INDEX_64": index_64}
     bias = bias if bias is not None else weight  # never read
     residual = residual if residual is not None else output  # never read
@@ -595,7 +598,7 @@ def conv2d_forward(input, weight, bias, residual, stride, padding, dilation, gro
         _depthwise_kernel[lambda meta: (triton.cdiv(num_pixels, meta["BLOCK"] // block_c) * c_blocks,)](
             input, weight, bias, residual, output,
             num_pixels, in_channels, in_h, in_w, out_h, out_w,
-            kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+            kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, float(negative_slope),
             DGRAD=False, ACC_DTYPE=accumulator_dtype(input.dtype), BLOCK_C=block_c, **flags,
         )
         return output
@@ -606,7 +609,7 @@ def conv2d_forward(input, weight, bias, residual, stride, padding, dilation, gro
         input, weight, bias, residual, output,
         num_pixels, in_channels, in_h, in_w, out_channels, out_h, out_w,
         group_in, group_out, groups, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-        FLAT=group_in < _FLAT_BELOW, **flags, **_gemm_dtypes(input.dtype, allow_tf32),
+        float(negative_slope), FLAT=group_in < _FLAT_BELOW, **flags, **_gemm_dtypes(input.dtype, allow_tf32),
     )
     return output
 
@@ -642,8 +645,8 @@ def conv2d_backward_input(grad_output, weight, input_size, stride, padding, dila
         _depthwise_kernel[lambda meta: (triton.cdiv(num_pixels, meta["BLOCK"] // block_c) * c_blocks,)](
             grad_output, weight, weight, grad_output, grad_input,
             num_pixels, in_channels, out_h, out_w, in_h, in_w,
-            kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
-            HAS_BIAS=False, HAS_RESIDUAL=False, RELU=False, DGRAD=True, CHANNELS_LAST=channels_last,
+            kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, 0.0,
+            HAS_BIAS=False, HAS_RESIDUAL=False, ACTIVATION=False, DGRAD=True, CHANNELS_LAST=channels_last,
             INDEX_64=index_64, ACC_DTYPE=accumulator_dtype(grad_output.dtype), BLOCK_C=block_c,
         )
         return grad_input

@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._activation import leaky_relu
 from ._common import (accumulator_dtype, autotune_configs, cast_for_store, check_4d, dot_dtype,
                                     input_precision, memory_format)
 
@@ -271,8 +272,8 @@ def _winograd_input_kernel(
 @triton.jit(do_not_specialize=_UNSPECIALIZED)
 def _winograd_gemm_kernel(
     v_ptr, u_ptr, bias_ptr, residual_ptr, output_ptr,
-    num_tiles, channels, out_channels, tiles_h, tiles_w, out_h, out_w,
-    TILE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr,
+    num_tiles, channels, out_channels, tiles_h, tiles_w, out_h, out_w, negative_slope: tl.float64,
+    TILE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr, DOT_DTYPE: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -334,8 +335,8 @@ def _winograd_gemm_kernel(
                 out += bias[None, :]
             if HAS_RESIDUAL:
                 out += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(ACC_DTYPE)
-            if RELU:
-                out = tl.where((out > 0) | (out != out), out, 0.0)  # relu(NaN) stays NaN, as in torch
+            if ACTIVATION:
+                out = leaky_relu(out, negative_slope)
             tl.store(output_ptr + offsets, cast_for_store(out, output_ptr.dtype.element_ty), mask=mask)
 
 
@@ -396,9 +397,10 @@ def winograd_transform_weight(weight, tile, channels_last):
     return transformed
 
 
-def conv2d_winograd(input, transformed_weight, bias, residual, padding, output_size, tile, relu, channels_last,
-                    allow_tf32):
-    """output = act(conv2d(input, weight) + bias + residual) for a 3x3, stride-1 weight given as its
+def conv2d_winograd(input, transformed_weight, bias, residual, padding, output_size, tile, activation, channels_last,
+                    allow_tf32, negative_slope=0.0):
+    """output = act(conv2d(input, weight) + bias + residual), act = LeakyReLU(negative_slope) if `activation`
+    (slope 0: ReLU) else identity, for a 3x3, stride-1 weight given as its
     transform U (winograd_transform_weight with the same tile), shape (N, K, P, Q) in the input's layout.
     padding is (top, left), possibly negative; output_size = (P, Q) implies the bottom / right padding.
     bias (K,) and residual (like output) may be None."""
@@ -443,8 +445,8 @@ def conv2d_winograd(input, transformed_weight, bias, residual, padding, output_s
     _winograd_gemm_kernel[lambda meta: (triton.cdiv(num_tiles, meta["BLOCK_T"])
                                         * triton.cdiv(out_channels, meta["BLOCK_K"]),)](
         v, transformed_weight, bias if bias is not None else output, residual if residual is not None else output,
-        output, num_tiles, channels, out_channels, tiles_h, tiles_w, out_h, out_w,
-        TILE=tile, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, RELU=bool(relu),
+        output, num_tiles, channels, out_channels, tiles_h, tiles_w, out_h, out_w, float(negative_slope),
+        TILE=tile, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ACTIVATION=bool(activation),
         CHANNELS_LAST=bool(channels_last), INDEX_64=index_64, DOT_DTYPE=dot_dtype(input.dtype),
         INPUT_PRECISION=input_precision(input.dtype, allow_tf32), ACC_DTYPE=acc_dtype,
     )

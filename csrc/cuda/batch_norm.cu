@@ -1,4 +1,4 @@
-// CUDA kernels for fused BatchNorm (+ residual) (+ ReLU). Every kernel is memory-bound, so the
+// CUDA kernels for fused BatchNorm (+ residual) (+ ReLU / LeakyReLU). Every kernel is memory-bound, so the
 // design is about passes and access patterns:
 //  - Reductions (stats, backward_reduce) read each element once. A channel's N*S elements are split
 //    over several blocks (grid.y) so that a handful of channels with huge planes still fills every
@@ -302,10 +302,11 @@ DLK_HOST_DEVICE void finish_backward_reduce(const BatchNormBwdReduceParams& p, i
   static_cast<Acc*>(p.sum_dy_xhat)[c] = sum_dy_xmu * stat_ptr<Acc>(p.invstd)[c];
 }
 
-// The gradient reaching the normalisation: ReLU blocks it where the saved output is <= 0.
-template <typename Acc, bool kRelu>
-DLK_HOST_DEVICE Acc masked_grad(Acc grad, Acc output) {
-  return kRelu && output <= Acc(0) ? Acc(0) : grad;  // a NaN output passes, as in torch's threshold_backward
+// The gradient reaching the normalisation: through the activation, decided from the saved output
+// (dlk/activation.h; NaN outputs as torch).
+template <typename Acc, bool kActivation>
+DLK_HOST_DEVICE Acc activation_grad(Acc grad, Acc output, Acc negative_slope) {
+  return kActivation ? leaky_relu_backward(grad, output, negative_slope) : grad;
 }
 
 template <typename T, int kVec>
@@ -313,28 +314,29 @@ struct BackwardItem {
   Vector<T, kVec> grad_output, output, input;
 };
 
-template <typename T, int kVec, bool kRelu>
+template <typename T, int kVec, bool kActivation>
 DLK_HOST_DEVICE void add_backward_item(SumLanes<AccumulateType<T>, kVec>& s, const BackwardItem<T, kVec>& item,
-                                       const AccumulateType<T> (&mean)[kVec]) {
+                                       const AccumulateType<T> (&mean)[kVec], AccumulateType<T> negative_slope) {
   using Acc = AccumulateType<T>;
   DLK_UNROLL
   for (int j = 0; j < kVec; ++j) {
-    const Acc g = masked_grad<Acc, kRelu>(to_accumulate(item.grad_output.val[j]), to_accumulate(item.output.val[j]));
+    const Acc g = activation_grad<Acc, kActivation>(to_accumulate(item.grad_output.val[j]), to_accumulate(item.output.val[j]),
+                                              negative_slope);
     s.dy[j] += g;
     s.dy_xmu[j] += g * (to_accumulate(item.input.val[j]) - mean[j]);
   }
 }
 
-template <typename T, int kVec, bool kRelu>
+template <typename T, int kVec, bool kActivation>
 DLK_HOST_DEVICE BackwardItem<T, kVec> load_backward_item(const BatchNormBwdReduceParams& p, int64_t offset) {
   BackwardItem<T, kVec> item{};
   item.grad_output = load_vector<T, kVec>(static_cast<const T*>(p.grad_output), offset);
-  if constexpr (kRelu) item.output = load_vector<T, kVec>(static_cast<const T*>(p.output), offset);
+  if constexpr (kActivation) item.output = load_vector<T, kVec>(static_cast<const T*>(p.output), offset);
   item.input = load_vector<T, kVec>(static_cast<const T*>(p.input), offset);
   return item;
 }
 
-template <typename T, int kVec, bool kRelu>
+template <typename T, int kVec, bool kActivation>
 DLK_HOST_DEVICE void accumulate_backward_channels_last(const BatchNormBwdReduceParams& p, int64_t column,
                                                        int64_t first_row, int64_t end_row, int64_t row_step,
                                                        SumLanes<AccumulateType<T>, kVec>& s) {
@@ -342,14 +344,15 @@ DLK_HOST_DEVICE void accumulate_backward_channels_last(const BatchNormBwdReduceP
   Acc mean[kVec];
   DLK_UNROLL
   for (int j = 0; j < kVec; ++j) mean[j] = stat_ptr<Acc>(p.mean)[column * kVec + j];
+  const Acc slope = Acc(p.negative_slope);
   const int64_t row_stride = p.channels;
   strided_for(
       first_row, end_row, row_step,
-      [&](int64_t r) { return load_backward_item<T, kVec, kRelu>(p, r * row_stride + column * kVec); },
-      [&](int64_t, const BackwardItem<T, kVec>& item) { add_backward_item<T, kVec, kRelu>(s, item, mean); });
+      [&](int64_t r) { return load_backward_item<T, kVec, kActivation>(p, r * row_stride + column * kVec); },
+      [&](int64_t, const BackwardItem<T, kVec>& item) { add_backward_item<T, kVec, kActivation>(s, item, mean, slope); });
 }
 
-template <typename T, int kVec, bool kRelu, typename IndexT>
+template <typename T, int kVec, bool kActivation, typename IndexT>
 DLK_HOST_DEVICE void accumulate_backward_nchw(const BatchNormBwdReduceParams& p, int64_t c, IndexT first, IndexT end,
                                               IndexT step, const Divider<IndexT>& spatial_vectors,
                                               SumLanes<AccumulateType<T>, kVec>& s) {
@@ -357,16 +360,17 @@ DLK_HOST_DEVICE void accumulate_backward_nchw(const BatchNormBwdReduceParams& p,
   Acc mean[kVec];
   DLK_UNROLL
   for (int j = 0; j < kVec; ++j) mean[j] = stat_ptr<Acc>(p.mean)[c];
+  const Acc slope = Acc(p.negative_slope);
   const int64_t batch_stride = p.channels * p.spatial;
   strided_for(
       first, end, step,
       [&](IndexT j) {
         IndexT n, v;
         spatial_vectors.divmod(j, n, v);
-        return load_backward_item<T, kVec, kRelu>(
+        return load_backward_item<T, kVec, kActivation>(
             p, static_cast<int64_t>(n) * batch_stride + c * p.spatial + static_cast<int64_t>(v) * kVec);
       },
-      [&](IndexT, const BackwardItem<T, kVec>& item) { add_backward_item<T, kVec, kRelu>(s, item, mean); });
+      [&](IndexT, const BackwardItem<T, kVec>& item) { add_backward_item<T, kVec, kActivation>(s, item, mean, slope); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,7 +450,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   if (threadIdx.x == 0) stats_block_result(p, g, partials, c, split, total.mean[0], total.m2[0]);
 }
 
-template <typename T, int kVec, bool kRelu>
+template <typename T, int kVec, bool kActivation>
 __global__ void __launch_bounds__(kBlockThreads)
     backward_reduce_channels_last_kernel(const BatchNormBwdReduceParams p, const ReduceGrid g,
                                          AccumulateType<T>* partials) {
@@ -457,7 +461,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   SumLanes<Acc, kVec> s;
   clear(s);
   if (active) {
-    accumulate_backward_channels_last<T, kVec, kRelu>(p, column, g.begin(split) + threadIdx.y, g.end(split),
+    accumulate_backward_channels_last<T, kVec, kActivation>(p, column, g.begin(split) + threadIdx.y, g.end(split),
                                                       blockDim.y, s);
   }
   s = reduce_block_columns(s, static_cast<int>(threadIdx.y * blockDim.x + threadIdx.x), static_cast<int>(blockDim.x));
@@ -468,7 +472,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-template <typename T, int kVec, bool kRelu, typename IndexT>
+template <typename T, int kVec, bool kActivation, typename IndexT>
 __global__ void __launch_bounds__(kBlockThreads)
     backward_reduce_nchw_kernel(const BatchNormBwdReduceParams p, const ReduceGrid g,
                                 const Divider<IndexT> spatial_vectors, AccumulateType<T>* partials) {
@@ -476,7 +480,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t c = blockIdx.x, split = blockIdx.y;
   SumLanes<Acc, kVec> s;
   clear(s);
-  accumulate_backward_nchw<T, kVec, kRelu, IndexT>(p, c, static_cast<IndexT>(g.begin(split) + threadIdx.x),
+  accumulate_backward_nchw<T, kVec, kActivation, IndexT>(p, c, static_cast<IndexT>(g.begin(split) + threadIdx.x),
                                                    static_cast<IndexT>(g.end(split)), IndexT(kBlockThreads),
                                                    spatial_vectors, s);
   const SumLanes<Acc, 1> total = reduce_block_columns(collapse_lanes(s), static_cast<int>(threadIdx.x), 1);
@@ -521,10 +525,10 @@ DLK_HOST_DEVICE ApplyCoefficients<Acc> apply_coefficients(const BatchNormApplyPa
   return {scale, bias - stat_ptr<Acc>(p.mean)[c] * scale};
 }
 
-// `<= 0` rather than fmax: NaN must propagate, as torch.relu does.
-template <bool kRelu, typename Acc>
-DLK_HOST_DEVICE Acc activate(Acc y) {
-  return kRelu && y <= Acc(0) ? Acc(0) : y;
+// NaN propagates, as in torch (dlk/activation.h).
+template <bool kActivation, typename Acc>
+DLK_HOST_DEVICE Acc apply_activation(Acc y, Acc negative_slope) {
+  return kActivation ? leaky_relu(y, negative_slope) : y;
 }
 
 template <typename T, int kVec>
@@ -542,22 +546,23 @@ DLK_HOST_DEVICE ApplyItem<T, kVec> load_apply_item(const BatchNormApplyParams& p
 
 // coef[j] belongs to lane j: its own channel in channels_last; in NCHW the vector's plane, or the
 // next plane's for the lanes past a plane boundary.
-template <typename T, int kVec, bool kResidual, bool kRelu>
+template <typename T, int kVec, bool kResidual, bool kActivation>
 DLK_HOST_DEVICE Vector<T, kVec> apply_item(const ApplyItem<T, kVec>& item,
-                                           const ApplyCoefficients<AccumulateType<T>> (&coef)[kVec]) {
+                                           const ApplyCoefficients<AccumulateType<T>> (&coef)[kVec],
+                                           AccumulateType<T> negative_slope) {
   using Acc = AccumulateType<T>;
   Vector<T, kVec> out;
   DLK_UNROLL
   for (int j = 0; j < kVec; ++j) {
     Acc y = to_accumulate(item.input.val[j]) * coef[j].scale + coef[j].shift;
     if constexpr (kResidual) y += to_accumulate(item.residual.val[j]);
-    out.val[j] = from_accumulate<T>(activate<kRelu>(y));
+    out.val[j] = from_accumulate<T>(apply_activation<kActivation>(y, negative_slope));
   }
   return out;
 }
 
 // Channels column * kVec ... + kVec - 1 of rows first_row, first_row + row_step, ... < rows.
-template <typename T, int kVec, bool kResidual, bool kRelu>
+template <typename T, int kVec, bool kResidual, bool kActivation>
 DLK_HOST_DEVICE void apply_channels_last(const BatchNormApplyParams& p, int64_t column, int64_t first_row,
                                          int64_t rows, int64_t row_step) {
   using Acc = AccumulateType<T>;
@@ -571,7 +576,7 @@ DLK_HOST_DEVICE void apply_channels_last(const BatchNormApplyParams& p, int64_t 
       first_row, rows, row_step,
       [&](int64_t r) { return load_apply_item<T, kVec, kResidual>(p, r * row_stride + column * kVec); },
       [&](int64_t r, const ApplyItem<T, kVec>& item) {
-        store_vector(output, r * row_stride + column * kVec, apply_item<T, kVec, kResidual, kRelu>(item, coef));
+        store_vector(output, r * row_stride + column * kVec, apply_item<T, kVec, kResidual, kActivation>(item, coef, Acc(p.negative_slope)));
       });
 }
 
@@ -605,7 +610,7 @@ DLK_HOST_DEVICE void nchw_coefficients(const PlaneSplitter<IndexT>& split, Index
   for (int j = 0; j < kVec; ++j) coef[j] = IndexT(j) < lanes_in_plane ? first : second;
 }
 
-template <typename T, int kVec, bool kResidual, bool kRelu, typename IndexT>
+template <typename T, int kVec, bool kResidual, bool kActivation, typename IndexT>
 DLK_HOST_DEVICE void apply_nchw_vector(const BatchNormApplyParams& p, IndexT i, const ApplyItem<T, kVec>& item,
                                        const PlaneSplitter<IndexT>& split) {
   using Acc = AccumulateType<T>;
@@ -613,23 +618,23 @@ DLK_HOST_DEVICE void apply_nchw_vector(const BatchNormApplyParams& p, IndexT i, 
   nchw_coefficients<kVec>(split, i * IndexT(kVec), [&](int64_t c) { return apply_coefficients<Acc>(p, c); },
                                coef);
   store_vector(static_cast<T*>(p.output), static_cast<int64_t>(i) * kVec,
-               apply_item<T, kVec, kResidual, kRelu>(item, coef));
+               apply_item<T, kVec, kResidual, kActivation>(item, coef, Acc(p.negative_slope)));
 }
 
 // Thread `thread` of `threads` walks the NCHW vectors grid-stride, then takes one of the elements past
 // the last whole vector (numel % kVec of them, only when S % kVec != 0).
-template <typename T, int kVec, bool kResidual, bool kRelu, typename IndexT>
+template <typename T, int kVec, bool kResidual, bool kActivation, typename IndexT>
 DLK_HOST_DEVICE void apply_nchw(const BatchNormApplyParams& p, IndexT thread, IndexT threads, IndexT vectors,
                                 IndexT numel, const PlaneSplitter<IndexT>& split) {
   strided_for(
       thread, vectors, threads,
       [&](IndexT i) { return load_apply_item<T, kVec, kResidual>(p, static_cast<int64_t>(i) * kVec); },
       [&](IndexT i, const ApplyItem<T, kVec>& item) {
-        apply_nchw_vector<T, kVec, kResidual, kRelu, IndexT>(p, i, item, split);
+        apply_nchw_vector<T, kVec, kResidual, kActivation, IndexT>(p, i, item, split);
       });
   if (kVec > 1 && thread < numel - vectors * IndexT(kVec)) {
     const IndexT e = vectors * IndexT(kVec) + thread;
-    apply_nchw_vector<T, 1, kResidual, kRelu, IndexT>(p, e, load_apply_item<T, 1, kResidual>(p, static_cast<int64_t>(e)),
+    apply_nchw_vector<T, 1, kResidual, kActivation, IndexT>(p, e, load_apply_item<T, 1, kResidual>(p, static_cast<int64_t>(e)),
                                                       split);
   }
 }
@@ -664,16 +669,16 @@ struct BackwardApplyItem {
   Vector<T, kVec> grad_output, output, input;
 };
 
-template <typename T, int kVec, bool kTraining, bool kRelu>
+template <typename T, int kVec, bool kTraining, bool kActivation>
 DLK_HOST_DEVICE BackwardApplyItem<T, kVec> load_backward_apply_item(const BatchNormBwdApplyParams& p, int64_t offset) {
   BackwardApplyItem<T, kVec> item{};
   item.grad_output = load_vector<T, kVec>(static_cast<const T*>(p.grad_output), offset);
-  if constexpr (kRelu) item.output = load_vector<T, kVec>(static_cast<const T*>(p.output), offset);
+  if constexpr (kActivation) item.output = load_vector<T, kVec>(static_cast<const T*>(p.output), offset);
   if constexpr (kTraining) item.input = load_vector<T, kVec>(static_cast<const T*>(p.input), offset);
   return item;
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual>
 DLK_HOST_DEVICE void backward_apply_item(const BatchNormBwdApplyParams& p, int64_t offset,
                                          const BackwardApplyItem<T, kVec>& item,
                                          const BackwardCoefficients<AccumulateType<T>> (&k)[kVec]) {
@@ -681,7 +686,8 @@ DLK_HOST_DEVICE void backward_apply_item(const BatchNormBwdApplyParams& p, int64
   Vector<T, kVec> grad_input, grad_residual;
   DLK_UNROLL
   for (int j = 0; j < kVec; ++j) {
-    const Acc g = masked_grad<Acc, kRelu>(to_accumulate(item.grad_output.val[j]), to_accumulate(item.output.val[j]));
+    const Acc g = activation_grad<Acc, kActivation>(to_accumulate(item.grad_output.val[j]), to_accumulate(item.output.val[j]),
+                                              Acc(p.negative_slope));
     Acc gi = g * k[j].scale;
     if constexpr (kTraining) gi += (to_accumulate(item.input.val[j]) - k[j].mean) * k[j].x_coef + k[j].constant;
     grad_input.val[j] = from_accumulate<T>(gi);
@@ -696,7 +702,7 @@ DLK_HOST_DEVICE Acc inverse_count(const BatchNormParams& p) {
   return Acc(1) / Acc(p.batch * p.spatial);
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual>
 DLK_HOST_DEVICE void backward_apply_channels_last(const BatchNormBwdApplyParams& p, int64_t column, int64_t first_row,
                                                   int64_t rows, int64_t row_step) {
   using Acc = AccumulateType<T>;
@@ -709,14 +715,14 @@ DLK_HOST_DEVICE void backward_apply_channels_last(const BatchNormBwdApplyParams&
   strided_for(
       first_row, rows, row_step,
       [&](int64_t r) {
-        return load_backward_apply_item<T, kVec, kTraining, kRelu>(p, r * row_stride + column * kVec);
+        return load_backward_apply_item<T, kVec, kTraining, kActivation>(p, r * row_stride + column * kVec);
       },
       [&](int64_t r, const BackwardApplyItem<T, kVec>& item) {
-        backward_apply_item<T, kVec, kTraining, kRelu, kGradResidual>(p, r * row_stride + column * kVec, item, k);
+        backward_apply_item<T, kVec, kTraining, kActivation, kGradResidual>(p, r * row_stride + column * kVec, item, k);
       });
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual, typename IndexT>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual, typename IndexT>
 DLK_HOST_DEVICE void backward_apply_nchw_vector(const BatchNormBwdApplyParams& p, IndexT i,
                                                 const BackwardApplyItem<T, kVec>& item,
                                                 const PlaneSplitter<IndexT>& split,
@@ -725,58 +731,58 @@ DLK_HOST_DEVICE void backward_apply_nchw_vector(const BatchNormBwdApplyParams& p
   BackwardCoefficients<Acc> k[kVec];
   nchw_coefficients<kVec>(
       split, i * IndexT(kVec), [&](int64_t c) { return backward_coefficients<Acc, kTraining>(p, c, inv_count); }, k);
-  backward_apply_item<T, kVec, kTraining, kRelu, kGradResidual>(p, static_cast<int64_t>(i) * kVec, item, k);
+  backward_apply_item<T, kVec, kTraining, kActivation, kGradResidual>(p, static_cast<int64_t>(i) * kVec, item, k);
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual, typename IndexT>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual, typename IndexT>
 DLK_HOST_DEVICE void backward_apply_nchw(const BatchNormBwdApplyParams& p, IndexT thread, IndexT threads,
                                          IndexT vectors, IndexT numel, const PlaneSplitter<IndexT>& split) {
   using Acc = AccumulateType<T>;
   const Acc inv_count = inverse_count<Acc>(p);
   strided_for(
       thread, vectors, threads,
-      [&](IndexT i) { return load_backward_apply_item<T, kVec, kTraining, kRelu>(p, static_cast<int64_t>(i) * kVec); },
+      [&](IndexT i) { return load_backward_apply_item<T, kVec, kTraining, kActivation>(p, static_cast<int64_t>(i) * kVec); },
       [&](IndexT i, const BackwardApplyItem<T, kVec>& item) {
-        backward_apply_nchw_vector<T, kVec, kTraining, kRelu, kGradResidual, IndexT>(p, i, item, split, inv_count);
+        backward_apply_nchw_vector<T, kVec, kTraining, kActivation, kGradResidual, IndexT>(p, i, item, split, inv_count);
       });
   if (kVec > 1 && thread < numel - vectors * IndexT(kVec)) {
     const IndexT e = vectors * IndexT(kVec) + thread;
-    backward_apply_nchw_vector<T, 1, kTraining, kRelu, kGradResidual, IndexT>(
-        p, e, load_backward_apply_item<T, 1, kTraining, kRelu>(p, static_cast<int64_t>(e)), split, inv_count);
+    backward_apply_nchw_vector<T, 1, kTraining, kActivation, kGradResidual, IndexT>(
+        p, e, load_backward_apply_item<T, 1, kTraining, kActivation>(p, static_cast<int64_t>(e)), split, inv_count);
   }
 }
 // ---------------------------------------------------------------------------------------------
 // Elementwise kernels. channels_last: block (columns x rows), grid (column blocks, row blocks), each
 // thread walks down its rows. NCHW: a 1-D grid-stride walk over vectors.
 
-template <typename T, int kVec, bool kResidual, bool kRelu>
+template <typename T, int kVec, bool kResidual, bool kActivation>
 __global__ void __launch_bounds__(kBlockThreads) apply_channels_last_kernel(const BatchNormApplyParams p) {
-  apply_channels_last<T, kVec, kResidual, kRelu>(p, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+  apply_channels_last<T, kVec, kResidual, kActivation>(p, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
                                                  static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y,
                                                  p.batch * p.spatial, static_cast<int64_t>(gridDim.y) * blockDim.y);
 }
 
-template <typename T, int kVec, bool kResidual, bool kRelu, typename IndexT>
+template <typename T, int kVec, bool kResidual, bool kActivation, typename IndexT>
 __global__ void __launch_bounds__(kBlockThreads)
     apply_nchw_kernel(const BatchNormApplyParams p, const IndexT vectors, const IndexT numel,
                       const PlaneSplitter<IndexT> split) {
-  apply_nchw<T, kVec, kResidual, kRelu, IndexT>(p, static_cast<IndexT>(blockIdx.x) * kBlockThreads + threadIdx.x,
+  apply_nchw<T, kVec, kResidual, kActivation, IndexT>(p, static_cast<IndexT>(blockIdx.x) * kBlockThreads + threadIdx.x,
                                                 static_cast<IndexT>(gridDim.x) * kBlockThreads, vectors, numel, split);
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual>
 __global__ void __launch_bounds__(kBlockThreads) backward_apply_channels_last_kernel(const BatchNormBwdApplyParams p) {
-  backward_apply_channels_last<T, kVec, kTraining, kRelu, kGradResidual>(
+  backward_apply_channels_last<T, kVec, kTraining, kActivation, kGradResidual>(
       p, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
       static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y, p.batch * p.spatial,
       static_cast<int64_t>(gridDim.y) * blockDim.y);
 }
 
-template <typename T, int kVec, bool kTraining, bool kRelu, bool kGradResidual, typename IndexT>
+template <typename T, int kVec, bool kTraining, bool kActivation, bool kGradResidual, typename IndexT>
 __global__ void __launch_bounds__(kBlockThreads)
     backward_apply_nchw_kernel(const BatchNormBwdApplyParams p, const IndexT vectors, const IndexT numel,
                                const PlaneSplitter<IndexT> split) {
-  backward_apply_nchw<T, kVec, kTraining, kRelu, kGradResidual, IndexT>(
+  backward_apply_nchw<T, kVec, kTraining, kActivation, kGradResidual, IndexT>(
       p, static_cast<IndexT>(blockIdx.x) * kBlockThreads + threadIdx.x, static_cast<IndexT>(gridDim.x) * kBlockThreads,
       vectors, numel, split);
 }
@@ -980,27 +986,27 @@ Status dispatch_stats(const BatchNormStatsParams& p, DType dtype, Fn&& fn) {
   });
 }
 
-// fn(type_tag, vec_c, relu_c, index_tag, plan)
+// fn(type_tag, vec_c, activation_c, index_tag, plan)
 template <typename Fn>
 Status dispatch_backward_reduce(const BatchNormBwdReduceParams& p, DType dtype, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
-    const int vec = reduce_vector_width<T>(p, {p.grad_output, p.relu ? p.output : nullptr, p.input});
+    const int vec = reduce_vector_width<T>(p, {p.grad_output, p.activation ? p.output : nullptr, p.input});
     const bool fits_32bit = reduce_fits_32bit(p, vec);
     return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
-      return dispatch_bool(p.relu, [&](auto relu_c) {
+      return dispatch_bool(p.activation, [&](auto activation_c) {
         using IndexT = typename decltype(index_tag)::type;
         constexpr int kVec = decltype(vec_c)::value;
-        constexpr bool kRelu = decltype(relu_c)::value;
-        const void* kernel = p.channels_last ? kernel_address(backward_reduce_channels_last_kernel<T, kVec, kRelu>)
-                                             : kernel_address(backward_reduce_nchw_kernel<T, kVec, kRelu, IndexT>);
-        return fn(type_tag, vec_c, relu_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
+        constexpr bool kActivation = decltype(activation_c)::value;
+        const void* kernel = p.channels_last ? kernel_address(backward_reduce_channels_last_kernel<T, kVec, kActivation>)
+                                             : kernel_address(backward_reduce_nchw_kernel<T, kVec, kActivation, IndexT>);
+        return fn(type_tag, vec_c, activation_c, index_tag, plan_reduction(p, kVec, reduce_blocks(kernel)));
       });
     });
   });
 }
 
-// fn(type_tag, vec_c, residual_c, relu_c, index_tag, plan)
+// fn(type_tag, vec_c, residual_c, activation_c, index_tag, plan)
 template <typename Fn>
 Status dispatch_apply(const BatchNormApplyParams& p, DType dtype, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
@@ -1009,43 +1015,43 @@ Status dispatch_apply(const BatchNormApplyParams& p, DType dtype, Fn&& fn) {
     const bool fits_32bit = elementwise_fits_32bit(p);
     return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
       return dispatch_bool(p.residual != nullptr, [&](auto residual_c) {
-        return dispatch_bool(p.relu, [&](auto relu_c) {
+        return dispatch_bool(p.activation, [&](auto activation_c) {
           using IndexT = typename decltype(index_tag)::type;
           constexpr int kVec = decltype(vec_c)::value;
-          constexpr bool kResidual = decltype(residual_c)::value, kRelu = decltype(relu_c)::value;
+          constexpr bool kResidual = decltype(residual_c)::value, kActivation = decltype(activation_c)::value;
           const void* kernel = p.channels_last
-                                   ? kernel_address(apply_channels_last_kernel<T, kVec, kResidual, kRelu>)
-                                   : kernel_address(apply_nchw_kernel<T, kVec, kResidual, kRelu, IndexT>);
+                                   ? kernel_address(apply_channels_last_kernel<T, kVec, kResidual, kActivation>)
+                                   : kernel_address(apply_nchw_kernel<T, kVec, kResidual, kActivation, IndexT>);
           const ElementwisePlan plan = plan_elementwise(p, kVec, elementwise_blocks(kernel));
-          return fn(type_tag, vec_c, residual_c, relu_c, index_tag, plan);
+          return fn(type_tag, vec_c, residual_c, activation_c, index_tag, plan);
         });
       });
     });
   });
 }
 
-// fn(type_tag, vec_c, training_c, relu_c, grad_residual_c, index_tag, plan)
+// fn(type_tag, vec_c, training_c, activation_c, grad_residual_c, index_tag, plan)
 template <typename Fn>
 Status dispatch_backward_apply(const BatchNormBwdApplyParams& p, DType dtype, Fn&& fn) {
   return dispatch_dtype(dtype, [&](auto type_tag) {
     using T = typename decltype(type_tag)::type;
     const int vec = elementwise_vector_width<T>(
-        p, {p.grad_output, p.relu ? p.output : nullptr, p.training ? p.input : nullptr, p.grad_input, p.grad_residual});
+        p, {p.grad_output, p.activation ? p.output : nullptr, p.training ? p.input : nullptr, p.grad_input, p.grad_residual});
     const bool fits_32bit = elementwise_fits_32bit(p);
     return dispatch_width_and_index<T>(vec, p.channels_last, fits_32bit, [&](auto vec_c, auto index_tag) {
       return dispatch_bool(p.training, [&](auto training_c) {
-        return dispatch_bool(p.relu, [&](auto relu_c) {
+        return dispatch_bool(p.activation, [&](auto activation_c) {
           return dispatch_bool(p.grad_residual != nullptr, [&](auto grad_residual_c) {
             using IndexT = typename decltype(index_tag)::type;
             constexpr int kVec = decltype(vec_c)::value;
-            constexpr bool kTraining = decltype(training_c)::value, kRelu = decltype(relu_c)::value;
+            constexpr bool kTraining = decltype(training_c)::value, kActivation = decltype(activation_c)::value;
             constexpr bool kGradResidual = decltype(grad_residual_c)::value;
             const void* kernel =
                 p.channels_last
-                    ? kernel_address(backward_apply_channels_last_kernel<T, kVec, kTraining, kRelu, kGradResidual>)
-                    : kernel_address(backward_apply_nchw_kernel<T, kVec, kTraining, kRelu, kGradResidual, IndexT>);
+                    ? kernel_address(backward_apply_channels_last_kernel<T, kVec, kTraining, kActivation, kGradResidual>)
+                    : kernel_address(backward_apply_nchw_kernel<T, kVec, kTraining, kActivation, kGradResidual, IndexT>);
             const ElementwisePlan plan = plan_elementwise(p, kVec, elementwise_blocks(kernel));
-            return fn(type_tag, vec_c, training_c, relu_c, grad_residual_c, index_tag, plan);
+            return fn(type_tag, vec_c, training_c, activation_c, grad_residual_c, index_tag, plan);
           });
         });
       });
@@ -1073,7 +1079,7 @@ Status check_backward_reduce_args(const BatchNormBwdReduceParams& p, DType dtype
   const bool has_elements = p.batch * p.spatial > 0;
   if (!geometry_is_valid(p) || p.mean == nullptr || p.invstd == nullptr || p.sum_dy == nullptr ||
       p.sum_dy_xhat == nullptr ||
-      (has_elements && (p.grad_output == nullptr || p.input == nullptr || (p.relu && p.output == nullptr)))) {
+      (has_elements && (p.grad_output == nullptr || p.input == nullptr || (p.activation && p.output == nullptr)))) {
     return Status::kInvalidArgument;
   }
   return Status::kOk;
@@ -1091,7 +1097,7 @@ Status check_apply_args(const BatchNormApplyParams& p, DType dtype) {
 Status check_backward_apply_args(const BatchNormBwdApplyParams& p, DType dtype) {
   if (!known_dtype(dtype)) return Status::kUnsupportedDType;
   if (!geometry_is_valid(p) || p.grad_output == nullptr || p.grad_input == nullptr || p.invstd == nullptr ||
-      (p.relu && p.output == nullptr) ||
+      (p.activation && p.output == nullptr) ||
       (p.training && (p.input == nullptr || p.mean == nullptr || p.sum_dy == nullptr || p.sum_dy_xhat == nullptr))) {
     return Status::kInvalidArgument;
   }
@@ -1152,24 +1158,24 @@ Status batch_norm_backward_reduce_cuda(const BatchNormBwdReduceParams& p, DType 
                                        size_t workspace_bytes, cudaStream_t stream) {
   const Status args = check_backward_reduce_args(p, dtype);
   if (args != Status::kOk || p.channels == 0) return args;
-  return dispatch_backward_reduce(p, dtype, [&](auto type_tag, auto vec_c, auto relu_c, auto index_tag,
+  return dispatch_backward_reduce(p, dtype, [&](auto type_tag, auto vec_c, auto activation_c, auto index_tag,
                                                 const ReducePlan& plan) {
     using T = typename decltype(type_tag)::type;
     using Acc = AccumulateType<T>;
     using IndexT = typename decltype(index_tag)::type;
     constexpr int kVec = decltype(vec_c)::value;
-    constexpr bool kRelu = decltype(relu_c)::value;
+    constexpr bool kActivation = decltype(activation_c)::value;
     const size_t needed = plan.workspace_bytes(sizeof(Acc), p.channels);
     if (needed > 0 && (workspace == nullptr || workspace_bytes < needed)) return Status::kInvalidArgument;
     Acc* partials = static_cast<Acc*>(workspace);
     const ReduceGrid& g = plan.grid;
     if (g.splits > 0) {
       if (p.channels_last) {
-        backward_reduce_channels_last_kernel<T, kVec, kRelu>
+        backward_reduce_channels_last_kernel<T, kVec, kActivation>
             <<<plan.grid_dim, plan.block_dim, 0, stream>>>(p, g, partials);
       } else {
         const Divider<IndexT> spatial_vectors(static_cast<IndexT>(p.spatial / kVec));
-        backward_reduce_nchw_kernel<T, kVec, kRelu, IndexT>
+        backward_reduce_nchw_kernel<T, kVec, kActivation, IndexT>
             <<<plan.grid_dim, plan.block_dim, 0, stream>>>(p, g, spatial_vectors, partials);
       }
       const Status status = check_launch();
@@ -1185,16 +1191,16 @@ Status batch_norm_apply_cuda(const BatchNormApplyParams& p, DType dtype, cudaStr
   if (geometry_is_valid(p) && p.batch * p.channels * p.spatial == 0) return Status::kOk;
   const Status args = check_apply_args(p, dtype);
   if (args != Status::kOk) return args;
-  return dispatch_apply(p, dtype, [&](auto type_tag, auto vec_c, auto residual_c, auto relu_c, auto index_tag,
+  return dispatch_apply(p, dtype, [&](auto type_tag, auto vec_c, auto residual_c, auto activation_c, auto index_tag,
                                       const ElementwisePlan& plan) {
     using T = typename decltype(type_tag)::type;
     using IndexT = typename decltype(index_tag)::type;
     constexpr int kVec = decltype(vec_c)::value;
-    constexpr bool kResidual = decltype(residual_c)::value, kRelu = decltype(relu_c)::value;
+    constexpr bool kResidual = decltype(residual_c)::value, kActivation = decltype(activation_c)::value;
     if (p.channels_last) {
-      apply_channels_last_kernel<T, kVec, kResidual, kRelu><<<plan.grid_dim, plan.block_dim, 0, stream>>>(p);
+      apply_channels_last_kernel<T, kVec, kResidual, kActivation><<<plan.grid_dim, plan.block_dim, 0, stream>>>(p);
     } else {
-      apply_nchw_kernel<T, kVec, kResidual, kRelu, IndexT><<<plan.grid_dim, plan.block_dim, 0, stream>>>(
+      apply_nchw_kernel<T, kVec, kResidual, kActivation, IndexT><<<plan.grid_dim, plan.block_dim, 0, stream>>>(
           p, static_cast<IndexT>(plan.vectors), static_cast<IndexT>(plan.numel), make_plane_splitter<IndexT>(p));
     }
     return check_launch();
@@ -1206,18 +1212,18 @@ Status batch_norm_backward_apply_cuda(const BatchNormBwdApplyParams& p, DType dt
   if (geometry_is_valid(p) && p.batch * p.channels * p.spatial == 0) return Status::kOk;
   const Status args = check_backward_apply_args(p, dtype);
   if (args != Status::kOk) return args;
-  return dispatch_backward_apply(p, dtype, [&](auto type_tag, auto vec_c, auto training_c, auto relu_c,
+  return dispatch_backward_apply(p, dtype, [&](auto type_tag, auto vec_c, auto training_c, auto activation_c,
                                                auto grad_residual_c, auto index_tag, const ElementwisePlan& plan) {
     using T = typename decltype(type_tag)::type;
     using IndexT = typename decltype(index_tag)::type;
     constexpr int kVec = decltype(vec_c)::value;
-    constexpr bool kTraining = decltype(training_c)::value, kRelu = decltype(relu_c)::value;
+    constexpr bool kTraining = decltype(training_c)::value, kActivation = decltype(activation_c)::value;
     constexpr bool kGradResidual = decltype(grad_residual_c)::value;
     if (p.channels_last) {
-      backward_apply_channels_last_kernel<T, kVec, kTraining, kRelu, kGradResidual>
+      backward_apply_channels_last_kernel<T, kVec, kTraining, kActivation, kGradResidual>
           <<<plan.grid_dim, plan.block_dim, 0, stream>>>(p);
     } else {
-      backward_apply_nchw_kernel<T, kVec, kTraining, kRelu, kGradResidual, IndexT>
+      backward_apply_nchw_kernel<T, kVec, kTraining, kActivation, kGradResidual, IndexT>
           <<<plan.grid_dim, plan.block_dim, 0, stream>>>(p, static_cast<IndexT>(plan.vectors),
                                                          static_cast<IndexT>(plan.numel),
                                                          make_plane_splitter<IndexT>(p));

@@ -29,8 +29,8 @@ Status batch_norm_stats_cuda(const BatchNormStatsParams& params, DType dtype, vo
 // output = act((x - mean) * invstd * weight + bias + residual).
 Status batch_norm_apply_cuda(const BatchNormApplyParams& params, DType dtype, cudaStream_t stream);
 
-// sum_dy = sum g, sum_dy_xhat = sum g * (x - mean) * invstd per channel, g = grad_output masked by
-// output > 0 when relu.
+// sum_dy = sum g, sum_dy_xhat = sum g * (x - mean) * invstd per channel, g = grad_output through the
+// activation when it is on (scaled by 1 or negative_slope by the output's sign, dlk/activation.h).
 Status batch_norm_backward_reduce_cuda(const BatchNormBwdReduceParams& params, DType dtype, void* workspace,
                                        size_t workspace_bytes, cudaStream_t stream);
 

@@ -195,7 +195,8 @@ Status forward_gemm(const Conv2dFwdParams& p, Launch&& launch) {
   a.gemm.k_tiles_per_split = static_cast<int>(ceil_div(depth, kTileK<T>));
   a.weight = p.weight;
   a.bias = p.bias;
-  a.relu = p.relu;
+  a.activation = p.activation;
+  a.negative_slope = p.negative_slope;
   a.out_pixels = divider(pixels);
   a.out_width = divider(p.out_w);
   a.reduction_outer = reduction_outer(p, group_channels);
@@ -367,7 +368,8 @@ struct DepthwiseArgs {
   const void* weight = nullptr;
   const void* bias = nullptr;      // forward only
   const void* residual = nullptr;  // forward only
-  bool relu = false;
+  bool activation = false;         // forward only, as ForwardArgs
+  double negative_slope = 0;
   void* destination = nullptr;  // forward: output; dgrad: grad_input
   uint32_t items = 0;           // destination elements / kVec of this launch
   Divider<uint32_t> channel_vectors;     // C / kVec
@@ -449,7 +451,7 @@ DLK_HOST_DEVICE void depthwise_item(const DepthwiseArgs& a, uint32_t item) {
     if constexpr (!kBackward) {
       if (a.bias != nullptr) y_v += to_accumulate(static_cast<const T*>(a.bias)[channel + v]);
       if (a.residual != nullptr) y_v += to_accumulate(residual.val[v]);
-      y_v = relu_if(y_v, a.relu);
+      y_v = epilogue_activation(y_v, a);
     }
     out.val[v] = from_accumulate<T>(y_v);
   }
@@ -696,7 +698,8 @@ Status conv2d_forward_cuda(const Conv2dFwdParams& p, DType dtype, cudaStream_t s
       a.weight = p.weight;
       a.bias = p.bias;
       a.residual = p.residual;
-      a.relu = p.relu;
+      a.activation = p.activation;
+      a.negative_slope = p.negative_slope;
       a.destination = p.output;
       const int vec = conv::depthwise_vector<T>(p, {p.input, p.output, p.residual});
       return conv::depthwise_direct<T, false>(

@@ -42,6 +42,7 @@
 
 #include "common.cuh"
 #include "conv2d_tiles.cuh"
+#include "dlk/activation.h"
 #include "tensor_core.cuh"
 #include "dlk/conv2d.h"
 
@@ -165,7 +166,8 @@ struct ForwardArgs {
   const void* bias = nullptr;
   const void* residual = nullptr;
   void* output = nullptr;
-  bool relu = false;
+  bool activation = false;  // LeakyReLU(negative_slope), slope 0 = ReLU (dlk/activation.h)
+  double negative_slope = 0;
   bool vector_store = false;  // channels_last and 16-byte aligned rows of K/groups channels
   Divider<uint32_t> out_pixels, out_width;             // P*Q, Q
   Divider<uint32_t> reduction_outer, kernel_width;     // C/groups (channels_last) or R*S; S
@@ -700,10 +702,10 @@ struct SimtMath {
 // ---------------------------------------------------------------------------------------------
 // Epilogue helpers.
 
-// `<= 0` rather than fmax: NaN must propagate, as torch.relu does.
-template <typename Acc>
-DLK_HOST_DEVICE Acc relu_if(Acc y, bool relu) {
-  return relu && y <= Acc(0) ? Acc(0) : y;
+// The fused activation of a forward's args (ForwardArgs, DepthwiseArgs); NaN propagates as in torch.
+template <typename Acc, typename Args>
+DLK_HOST_DEVICE Acc epilogue_activation(Acc y, const Args& a) {
+  return activate(y, a.activation, Acc(a.negative_slope));
 }
 
 template <typename T, int kVec>
@@ -749,7 +751,7 @@ struct ForwardOp {
       Acc y = v[i];
       if (a.bias != nullptr) y += to_accumulate(static_cast<const T*>(a.bias)[channel + i]);
       if (a.residual != nullptr) y += to_accumulate(residual.val[i]);
-      out.val[i] = from_accumulate<T>(relu_if(y, a.relu));
+      out.val[i] = from_accumulate<T>(epilogue_activation(y, a));
     }
     store_elements<T, kVec>(static_cast<T*>(a.output), offset, out);
   }

@@ -2,7 +2,7 @@
 //   U = G g G^T per (k, c)          winograd_transform_weight_cuda, once per weight
 //   V = B^T d B per (tile, c)       kernel 1 below, into the workspace
 //   M[xi] = V[xi] U[xi]^T           kernel 2: alpha^2 GEMMs (tiles x C) . (C x K) ...
-//   Y = A^T M A, + bias + residual, relu   ... with the output transform and epilogue fused in.
+//   Y = A^T M A, + bias + residual, act  ... with the output transform and epilogue fused in.
 //
 // Why the input transform is a separate pass: the GEMM kernel walks the alpha^2 positions one after
 // the other and needs V[xi] for a block of tiles at each of them. Transforming in-kernel would mean
@@ -142,7 +142,8 @@ struct GemmArgs {
   int64_t tiles_h = 0, tiles_w = 0, out_h = 0, out_w = 0;
   int64_t k_blocks = 0;
   int chunks_per_position = 0;  // pipeline stages per xi: ceil(padded_channels / chunk elements)
-  bool relu = false;
+  bool activation = false;  // LeakyReLU(negative_slope), slope 0 = ReLU (dlk/activation.h)
+  double negative_slope = 0;
   bool channels_last = false;
   bool paired_stores = false;  // channels_last, K even, output/residual aligned: (k, k+1) as one store
 };
@@ -196,13 +197,13 @@ DLK_HOST_DEVICE void accumulate_output_transform(int position, const Acc (&m)[kC
   }
 }
 
-// relu(NaN) stays NaN, as torch's.
+// The fused activation; NaN propagates, as in torch.
 template <typename Acc>
-DLK_HOST_DEVICE Acc apply_relu(Acc v, bool relu) {
-  return relu && !(v > Acc(0)) && v == v ? Acc(0) : v;
+DLK_HOST_DEVICE Acc apply_activation(Acc v, const GemmArgs& a) {
+  return activate(v, a.activation, Acc(a.negative_slope));
 }
 
-// Output channels k and k+1 (k + 1 may be past K) of output pixel (n, oh, ow): + bias + residual, relu.
+// Output channels k and k+1 (k + 1 may be past K) of output pixel (n, oh, ow): + bias + residual, activation.
 template <typename T>
 DLK_HOST_DEVICE void store_output_pair(const GemmArgs& a, int64_t n, int64_t oh, int64_t ow, int64_t k,
                                        AccumulateType<T> v0, AccumulateType<T> v1, AccumulateType<T> bias0,
@@ -219,16 +220,16 @@ DLK_HOST_DEVICE void store_output_pair(const GemmArgs& a, int64_t n, int64_t oh,
       v0 += to_accumulate(r.val[0]);
       v1 += to_accumulate(r.val[1]);
     }
-    const Pair result{{from_accumulate<T>(apply_relu(v0, a.relu)), from_accumulate<T>(apply_relu(v1, a.relu))}};
+    const Pair result{{from_accumulate<T>(apply_activation(v0, a)), from_accumulate<T>(apply_activation(v1, a))}};
     *reinterpret_cast<Pair*>(output + offset) = result;
     return;
   }
   if (residual != nullptr) v0 += to_accumulate(residual[offset]);
-  output[offset] = from_accumulate<T>(apply_relu(v0, a.relu));
+  output[offset] = from_accumulate<T>(apply_activation(v0, a));
   if (k + 1 < a.out_channels) {
     const int64_t offset1 = conv_offset(n, k + 1, oh, ow, a.out_channels, a.out_h, a.out_w, a.channels_last);
     if (residual != nullptr) v1 += to_accumulate(residual[offset1]);
-    output[offset1] = from_accumulate<T>(apply_relu(v1, a.relu));
+    output[offset1] = from_accumulate<T>(apply_activation(v1, a));
   }
 }
 
@@ -736,7 +737,8 @@ Status conv2d_winograd_cuda(const WinogradFwdParams& p, DType dtype, void* works
   gemm.tiles_w = tiles_w;
   gemm.out_h = p.out_h;
   gemm.out_w = p.out_w;
-  gemm.relu = p.relu;
+  gemm.activation = p.activation;
+  gemm.negative_slope = p.negative_slope;
   gemm.channels_last = p.channels_last;
   gemm.paired_stores = p.channels_last && p.out_channels % 2 == 0 && is_aligned(p.output, 2 * element) &&
                        is_aligned(p.residual, 2 * element);

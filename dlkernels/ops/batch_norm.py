@@ -1,4 +1,4 @@
-"""Fused BatchNorm (+ residual) (+ ReLU): y = act(batch_norm(x) + residual), forward and backward.
+"""Fused BatchNorm (+ residual) (+ ReLU or LeakyReLU): y = act(batch_norm(x) + residual), forward and backward.
 
 Two custom ops carry it:
 - dlk::batch_norm_stats computes per-channel mean and 1/std of a batch and updates the running
@@ -6,6 +6,8 @@ Two custom ops carry it:
 - dlk::batch_norm_relu normalises with given statistics. With batch_stats=True the statistics are
   those of `input` itself and its backward includes their dependence on `input` (BatchNorm's
   training gradient); with batch_stats=False they are constants (eval mode).
+The activation reaches the kernels as an on/off flag and one negative_slope (ReLU = slope 0): one epilogue
+serves both, and the backward scales the gradient by 1 or the slope from the saved output's sign.
 Every backend implements the four steps of csrc/bindings/batch_norm.cpp under the same names.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dlkernels._backends import dispatch, implementation
 from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of
 
-ACTIVATIONS = ("relu", None)
+ACTIVATIONS = ("relu", "leaky_relu", None)
 
 
 def _impl(backend: str):
@@ -46,26 +48,31 @@ _batch_norm_stats = define(
     _batch_norm_stats_impl, _batch_norm_stats_fake)
 
 
-def _batch_norm_relu_impl(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
-    return _impl(backend).batch_norm_apply(x, mean, invstd, weight, bias, residual, relu, channels_last)
+def _batch_norm_relu_impl(x, mean, invstd, weight, bias, residual, batch_stats, activation, channels_last, backend,
+                          negative_slope=0.0):
+    return _impl(backend).batch_norm_apply(x, mean, invstd, weight, bias, residual, activation, channels_last,
+                                           negative_slope)
 
 
-def _batch_norm_relu_fake(x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend):
+def _batch_norm_relu_fake(x, mean, invstd, weight, bias, residual, batch_stats, activation, channels_last, backend,
+                          negative_slope=0.0):
     return torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _batch_norm_relu_backward_impl(grad_output, output, x, mean, invstd, weight, batch_stats, relu,
-                                   want_grad_residual, channels_last, backend):
+def _batch_norm_relu_backward_impl(grad_output, output, x, mean, invstd, weight, batch_stats, activation,
+                                   want_grad_residual, channels_last, backend, negative_slope=0.0):
     impl = _impl(backend)
-    sum_dy, sum_dy_xhat = impl.batch_norm_backward_reduce(grad_output, output, x, mean, invstd, relu, channels_last)
+    sum_dy, sum_dy_xhat = impl.batch_norm_backward_reduce(grad_output, output, x, mean, invstd, activation,
+                                                          channels_last, negative_slope)
     grad_input, grad_residual = impl.batch_norm_backward_apply(
-        grad_output, output, x, mean, invstd, weight, sum_dy, sum_dy_xhat, batch_stats, relu, want_grad_residual,
-        channels_last)
+        grad_output, output, x, mean, invstd, weight, sum_dy, sum_dy_xhat, batch_stats, activation,
+        want_grad_residual, channels_last, negative_slope)
     # d/dweight = sum(g * xhat), d/dbias = sum(g): the two reductions the input gradient needed anyway.
     return grad_input, sum_dy_xhat, sum_dy, grad_residual
 
 
-def _batch_norm_relu_backward_fake(grad_output, output, x, mean, invstd, weight, batch_stats, relu, want_grad_residual, channels_last, backend):
+def _batch_norm_relu_backward_fake(grad_output, output, x, mean, invstd, weight, batch_stats, activation,
+                                   want_grad_residual, channels_last, backend, negative_slope=0.0):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     grad_residual = torch.empty_like(x, memory_format=fmt) if want_grad_residual else x.new_empty(0)
     return torch.empty_like(x, memory_format=fmt), torch.empty_like(mean), torch.empty_like(mean), grad_residual
@@ -73,32 +80,32 @@ def _batch_norm_relu_backward_fake(grad_output, output, x, mean, invstd, weight,
 
 _batch_norm_relu_backward = define(
     "batch_norm_relu_backward(Tensor grad_output, Tensor? output, Tensor x, Tensor mean, Tensor invstd, "
-    "Tensor? weight, bool batch_stats, bool relu, bool want_grad_residual, bool channels_last, str backend) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
+    "Tensor? weight, bool batch_stats, bool activation, bool want_grad_residual, bool channels_last, str backend, "
+    "float negative_slope=0.0) -> (Tensor, Tensor, Tensor, Tensor)",
     _batch_norm_relu_backward_impl, _batch_norm_relu_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
-    x, mean, invstd, weight, bias, residual, batch_stats, relu, channels_last, backend = inputs
-    ctx.save_for_backward(x, mean, invstd, weight, output if relu else None)
-    ctx.options = (batch_stats, relu, channels_last, backend, residual is not None)
+    x, mean, invstd, weight, bias, residual, batch_stats, activation, channels_last, backend, *slope = inputs
+    ctx.save_for_backward(x, mean, invstd, weight, output if activation else None)
+    ctx.options = (batch_stats, activation, channels_last, backend, residual is not None, *slope)
 
 
 def _backward(ctx, grad_output):
     x, mean, invstd, weight, output = ctx.saved_tensors
-    batch_stats, relu, channels_last, backend, has_residual = ctx.options
+    batch_stats, activation, channels_last, backend, has_residual, *slope = ctx.options
     grad_output = as_layout(grad_output, torch.channels_last if channels_last else torch.contiguous_format)
     grad_input, grad_weight, grad_bias, grad_residual = _batch_norm_relu_backward(
-        grad_output, output, x, mean, invstd, weight, batch_stats, relu, has_residual and ctx.needs_input_grad[5],
-        channels_last, backend)
+        grad_output, output, x, mean, invstd, weight, batch_stats, activation,
+        has_residual and ctx.needs_input_grad[5], channels_last, backend, *slope)
     needs = ctx.needs_input_grad
     return (grad_input if needs[0] else None, None, None, grad_weight if needs[3] else None,
-            grad_bias if needs[4] else None, grad_residual if needs[5] else None, None, None, None, None)
+            grad_bias if needs[4] else None, grad_residual if needs[5] else None, *([None] * (len(needs) - 6)))
 
 
 _batch_norm_relu = define(
     "batch_norm_relu(Tensor x, Tensor mean, Tensor invstd, Tensor? weight, Tensor? bias, Tensor? residual, "
-    "bool batch_stats, bool relu, bool channels_last, str backend) -> Tensor",
+    "bool batch_stats, bool activation, bool channels_last, str backend, float negative_slope=0.0) -> Tensor",
     _batch_norm_relu_impl, _batch_norm_relu_fake, setup_context=_setup_context, backward=_backward)
 
 
@@ -117,7 +124,8 @@ def _check_per_channel(name: str, value, channels: int, device: torch.device) ->
         raise ValueError(f"batch_norm_relu: {name} is on {value.device} but input is on {device}")
 
 
-def _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation):
+def _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation,
+              negative_slope):
     op = "batch_norm_relu"
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
@@ -146,38 +154,54 @@ def _validate(input, running_mean, running_var, weight, bias, training, momentum
             raise ValueError(f"{op}: residual must match the input's shape, dtype and device; got "
                              f"{tuple(residual.shape)} {residual.dtype} on {residual.device} for input "
                              f"{tuple(input.shape)} {input.dtype} on {input.device}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{op}: activation must be 'relu' or None, got {activation!r}")
+    _check_activation(activation, negative_slope)
+    if activation == "leaky_relu" and not negative_slope >= 0:
+        raise ValueError(f"{op}: negative_slope must be >= 0 for our kernels (the backward reads the slope from the "
+                         f"output's sign), got {negative_slope}; backend='auto' or 'torch' runs it")
     if not 0.0 <= float(momentum) <= 1.0:
         raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
     if float(eps) < 0:
         raise ValueError(f"{op}: eps must be >= 0, got {eps}")
 
 
+def _check_activation(activation, negative_slope) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"batch_norm_relu: activation must be 'relu', 'leaky_relu' or None, got {activation!r}")
+    if activation == "leaky_relu" and (isinstance(negative_slope, bool)
+                                       or not isinstance(negative_slope, (int, float))):
+        raise TypeError(f"batch_norm_relu: negative_slope must be a float, got {negative_slope!r}")
+
+
 def batch_norm_relu(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                     weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                     momentum: float = 0.1, eps: float = 1e-5, *, residual: Tensor | None = None,
-                    activation: str | None = "relu", backend: str = "auto") -> Tensor:
+                    activation: str | None = "relu", negative_slope: float = 0.01, backend: str = "auto") -> Tensor:
     """act(F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps) + residual).
 
-    `backend` is "auto", "cuda", "triton", "reference" or "torch" (F.batch_norm, then the residual add and
-    the activation). Running statistics are updated in place when training, exactly as torch does
+    activation: "relu" (default), "leaky_relu" (F.leaky_relu with `negative_slope`, torch's default 0.01) or
+    None; negative_slope is read only for "leaky_relu". Our kernels run slopes >= 0 (slope 0 is ReLU exactly,
+    -inf -> 0 included); a negative slope raises ValueError on an explicit backend of ours and runs torch under
+    "auto". `backend` is "auto", "cuda", "triton", "reference" or "torch" (F.batch_norm, then the residual add
+    and the activation). Running statistics are updated in place when training, exactly as torch does
     (unbiased variance), once per call. Ours compute statistics in fp32 (fp64 for float64 input).
     """
     def prepare(chosen: str):
-        _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation)
+        _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation,
+                  negative_slope)
         return lambda: _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum,
-                                             eps, residual, activation, chosen)
+                                             eps, residual, activation, negative_slope, chosen)
 
     def run_torch():
-        if activation is not None and activation != "relu":
-            raise ValueError(f"batch_norm_relu: activation must be 'relu' or None, got {activation!r}")
+        _check_activation(activation, negative_slope)
         out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
         if residual is not None:
             out = out + residual
+        if activation == "leaky_relu":
+            return F.leaky_relu(out, negative_slope)
         return out if activation is None else torch.relu(out)
 
     # Training updates the running statistics: autotune must not time (and so repeat) such calls.
+    # The slope is no part of the key: it changes no kernel's speed.
     key = None if training else (lambda: _key(input, running_mean, weight, bias, residual, activation))
     return dispatch("batch_norm_relu", backend, input, prepare, run_torch, key=key)
 
@@ -189,7 +213,7 @@ def _key(input: Tensor, running_mean, weight, bias, residual, activation):
 
 
 def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum, eps, residual,
-                          activation, backend):
+                          activation, negative_slope, backend):
     shape = input.shape
     # (N, C) and (N, C, L) inputs are (N, C, L, 1) images for the kernels.
     x = input.reshape(*shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
@@ -210,6 +234,7 @@ def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, traini
     else:
         mean = running_mean.detach().to(stat_dtype)
         invstd = torch.rsqrt(running_var.detach().to(stat_dtype) + eps)
+    slope = float(negative_slope) if activation == "leaky_relu" else 0.0  # ReLU is slope 0
     out = _batch_norm_relu(x, mean, invstd, as_stat(weight), as_stat(bias), res, bool(training),
-                           activation == "relu", channels_last, backend)
+                           activation is not None, channels_last, backend, slope)
     return out.reshape(shape) if input.dim() < 4 else out
