@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cases import attention as cases
-from cases import fuzz_count, fuzz_seed
+from cases import around, fuzz_count, fuzz_seed
 from helpers import CPU_BACKENDS, HAS_CUDA
 
 BOUNDARY = cases.boundary_cases()
@@ -16,6 +16,23 @@ BOUNDARY = cases.boundary_cases()
 @pytest.mark.parametrize("case", BOUNDARY, ids=[c.id for c in BOUNDARY])
 def test_boundary_cases(case, backend):
     cases.check(case, backend)
+
+
+def test_boundary_cases_straddle_every_tile():
+    """Sizes below, at and above every query and key tile (C++ reference and Triton first configs, read from
+    their sources) occur on their own axis, for the dense and the packed layout alike."""
+    assert cases.reference_tiles()["kBlockN"] in cases.key_tiles()
+    dense_q = {c.get("seqlen_q") for c in BOUNDARY if c.op == "attention"}
+    dense_k = {c.get("seqlen_k") for c in BOUNDARY if c.op == "attention"}
+    packed_q = {n for c in BOUNDARY if c.op == "attention_varlen" for n in c.get("lengths_q")}
+    packed_k = {n for c in BOUNDARY if c.op == "attention_varlen" for n in c.get("lengths_k")}
+    for tile in cases.query_tiles():
+        assert set(around(tile)) <= dense_q, f"query tile {tile}: {sorted(dense_q)}"
+    for tile in cases.key_tiles():
+        assert set(around(tile)) <= dense_k, f"key tile {tile}: {sorted(dense_k)}"
+    assert {max(c.get("lengths_q")) > max(c.get("lengths_k")) for c in BOUNDARY if c.op == "attention_varlen"} \
+        == {True, False}, "varlen cases need both a longer query side and a longer key side"
+    assert packed_q and packed_k
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -179,6 +179,9 @@ def boundary_cases() -> list[Case]:
         varlen_case("varlen: float16, padded rows", lengths_q=(17, 31), lengths_k=(33, 8), dtype="float16",
                     layout="padded", scale=0.2),
         varlen_case("varlen: float64", lengths_q=(9, 33), lengths_k=(17, 5), dtype="float64", causal=True),
+        varlen_case("varlen under torch.compile: the kernels' own length checks accept valid maxima",
+                    lengths_q=(17, 3), lengths_k=(5, 16), max_seqlen_q=17, max_seqlen_k=20, compile=True,
+                    causal=True, heads_q=2, heads_kv=1),
     ]
     cases += varlen
     cases += [
