@@ -352,6 +352,15 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
 
   const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
   const AttentionSequence seq = attention_sequence(p, b);
+  if (attention_sequence_too_long(p, seq)) {  // a caller's error: NaN gradients, not stale memory
+    if (blockIdx.x == 0) {
+      if (kGradK) fill_rows_with_nan<T>(p.grad_k, p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, b,
+                                        kv_head, seq.start_k, seq.len_k, p.head_dim);
+      if (kGradV) fill_rows_with_nan<T>(p.grad_v, p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, b,
+                                        kv_head, seq.start_k, seq.len_k, p.head_dim);
+    }
+    return;
+  }
   const int j0 = key_block * kBlockK;
   if (j0 >= seq.len_k) return;  // varlen: past this sequence's keys
   const int group = p.heads_q / p.heads_kv;
@@ -526,6 +535,12 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
 
   const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const AttentionSequence seq = attention_sequence(p, b);
+  if (attention_sequence_too_long(p, seq)) {
+    if (blockIdx.x == 0)
+      fill_rows_with_nan<T>(p.grad_q, p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h,
+                            seq.start_q, seq.len_q, p.head_dim);
+    return;
+  }
   const int i0 = query_block * kBlockQ;
   if (i0 >= seq.len_q) return;
   const int kv_head = h / (p.heads_q / p.heads_kv);
@@ -709,6 +724,15 @@ __global__ void __launch_bounds__(kSimtThreads, kDkdvSimtMinBlocks<kHeadDim>)
 
   const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
   const AttentionSequence seq = attention_sequence(p, b);
+  if (attention_sequence_too_long(p, seq)) {  // a caller's error: NaN gradients, not stale memory
+    if (blockIdx.x == 0) {
+      fill_rows_with_nan<T>(p.grad_k, p.grad_k_batch_stride, p.grad_k_head_stride, p.grad_k_row_stride, b, kv_head,
+                            seq.start_k, seq.len_k, p.head_dim);
+      fill_rows_with_nan<T>(p.grad_v, p.grad_v_batch_stride, p.grad_v_head_stride, p.grad_v_row_stride, b, kv_head,
+                            seq.start_k, seq.len_k, p.head_dim);
+    }
+    return;
+  }
   const int j0 = key_block * kSimtBlock;
   if (j0 >= seq.len_k) return;
   const int group = p.heads_q / p.heads_kv;
@@ -799,6 +823,12 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
 
   const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const AttentionSequence seq = attention_sequence(p, b);
+  if (attention_sequence_too_long(p, seq)) {
+    if (blockIdx.x == 0)
+      fill_rows_with_nan<T>(p.grad_q, p.grad_q_batch_stride, p.grad_q_head_stride, p.grad_q_row_stride, b, h,
+                            seq.start_q, seq.len_q, p.head_dim);
+    return;
+  }
   const int i0 = query_block * kSimtBlock;
   if (i0 >= seq.len_q) return;
   const int kv_head = h / (p.heads_q / p.heads_kv);

@@ -79,6 +79,33 @@ DLK_HOST_DEVICE AttentionSequence attention_sequence(const AttentionParams& p, i
   return s;
 }
 
+// A packed sequence longer than max_seqlen_q / max_seqlen_k (p.seqlen_q / p.seqlen_k): the grids are
+// sized by those maxima, so its last rows would never be written. dlkernels.attention refuses such calls
+// in eager mode, but under torch.compile it cannot read cu_seqlens, and the launcher could only read them
+// with a device sync: the kernels fill the sequence's outputs with NaN instead, as the Triton ones do.
+DLK_HOST_DEVICE bool attention_sequence_too_long(const AttentionParams& p, const AttentionSequence& s) {
+  return p.cu_seqlens_q != nullptr && (s.len_q > p.seqlen_q || s.len_k > p.seqlen_k);
+}
+
+// NaN into rows [0, rows) of head h of a q/k/v-like tensor, from token first_token on; by a whole block.
+template <typename T>
+__device__ void fill_rows_with_nan(void* base, int64_t batch_stride, int64_t head_stride, int64_t row_stride, int b,
+                                   int h, int64_t first_token, int rows, int head_dim) {
+  T* const start = static_cast<T*>(base) + row_offset(batch_stride, head_stride, row_stride, b, h, first_token);
+  const T nan = from_accumulate<T>(__int_as_float(0x7fc00000));
+  for (int64_t e = threadIdx.x; e < int64_t(rows) * head_dim; e += blockDim.x)
+    start[(e / head_dim) * row_stride + e % head_dim] = nan;
+}
+
+// The forward's outputs of (sequence s, head h): out and lse rows.
+template <typename T>
+__device__ void fill_forward_with_nan(const AttentionFwdParams& p, const AttentionSequence& s, int b, int h) {
+  fill_rows_with_nan<T>(p.out, p.out_batch_stride, p.out_head_stride, p.out_row_stride, b, h, s.start_q, s.len_q,
+                        p.head_dim);
+  float* const lse = static_cast<float*>(p.lse) + b * p.lse_batch_stride + h * p.lse_head_stride + s.start_q;
+  for (int i = threadIdx.x; i < s.len_q; i += blockDim.x) lse[i] = __int_as_float(0x7fc00000);
+}
+
 // What a forward CTA reads: q from query row first_row of head h, k and v from key 0 of KV head h_kv,
 // all of sequence b.
 template <typename T>
