@@ -154,7 +154,7 @@ EXPECTED_OPS = {
     "AlexNet": [_CONV, _MAX, _ADAPT], **{n: [_CONV, _MAX, _ADAPT] for n in ("vgg11", "vgg16")},
     **{n: [_CONV, _BN, _MAX, _ADAPT] for n in ("vgg11_bn", "vgg16_bn", "GoogLeNet", "resnet18", "resnet34", "resnet50")},
     "RowLSTM": [_RNN], "RowGRU": [_RNN], "CharLSTM": [_RNN], "MLPGenerator": [], "MLPDiscriminator": [],
-    "DCGAN64-G": [_BN], "DCGAN32-G": [_BN], "DCGAN64-D": [_CONV, _BN], "DCGAN32-D": [_CONV, _BN],
+    "DCGAN64-G": ["conv_transpose2d", _BN], "DCGAN32-G": ["conv_transpose2d", _BN], "DCGAN64-D": [_CONV, _BN], "DCGAN32-D": [_CONV, _BN],
     "WGANGPCritic": [_CONV], "TransformerLM": [_ATTN], "GPT": [_ATTN], "BERT": [_ATTN], "ViT": [_CONV, _ATTN],
     "ConvDenoiser": [_CONV], "UNet": [_CONV, _ATTN]}
 
@@ -261,31 +261,31 @@ def test_impl_is_checked():
 
 # ----------------------------------------------------------------------------- double backward (WGAN-GP)
 def test_wgan_gp_double_backward():
-    """The gradient penalty needs the backward of our conv2d's backward. Today dlk::conv2d_backward has no autograd
-    formula: double_backward='ours' fails clearly (DoubleBackwardUnsupported naming the op) and the default,
-    double_backward='torch', trains with torch's conv for the penalty term, matching the torch twin. If the op
-    layer gains a differentiable backward, 'ours' must match the twin too."""
+    """The gradient penalty differentiates the backward of our conv2d (dlk::conv2d_backward has a derivative): the
+    default double_backward='ours' and 'torch' both give the torch twin's gradients and SGD step."""
     spec = SPECS["WGANGPCritic"]
     twin, ours = _pair(spec, "reference", torch.float64)
     real, = spec.inputs(dtype=torch.float64)
     fake, = spec.inputs(dtype=torch.float64, seed=1)
 
-    def critic_loss(model, double_backward):
+    def critic_step(model, **double_backward):
+        """Gradients of one critic loss, then the parameters after an SGD step on them."""
         torch.manual_seed(5)
-        penalty = model.gradient_penalty(real, fake, double_backward=double_backward)
-        return model(fake).mean() - model(real).mean() + penalty
+        model.zero_grad()
+        penalty = model.gradient_penalty(real, fake, **double_backward)
+        M.wgan_gp_penalty_backward(model(fake).mean() - model(real).mean() + penalty)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9).step()
+        return grads, {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    critic_loss(twin, "torch").backward()
-    expected = {n: p.grad.clone() for n, p in twin.named_parameters()}
-    critic_loss(ours, "torch").backward()
-    _close_fp64({n: p.grad for n, p in ours.named_parameters()}, expected, "WGAN-GP (penalty via torch)")
-    ours.zero_grad()
-    try:
-        M.wgan_gp_penalty_backward(critic_loss(ours, "ours"))
-    except M.DoubleBackwardUnsupported as error:
-        assert "dlk::conv2d_backward" in str(error)
-        return
-    _close_fp64({n: p.grad for n, p in ours.named_parameters()}, expected, "WGAN-GP (penalty through our ops)")
+    expected_grads, expected_step = critic_step(twin, double_backward="torch")
+    assert all(g.abs().max() > 0 for g in expected_grads.values())
+    start = copy.deepcopy(ours.state_dict())
+    for option in ({}, {"double_backward": "torch"}):
+        ours.load_state_dict(start)
+        grads, stepped = critic_step(ours, **option)
+        _close_fp64(grads, expected_grads, f"WGAN-GP gradients {option or '(default: ours)'}")
+        _close_fp64(stepped, expected_step, f"WGAN-GP SGD step {option or '(default: ours)'}")
 
 
 # ----------------------------------------------------------------------------- real learning

@@ -1,6 +1,6 @@
 """GAN reference models: MLP GAN, DCGAN (64x64 and 32x32) and the WGAN-GP critic with its gradient penalty.
 
-ConvTranspose2d and LeakyReLU are torch's for now (no dlkernels op yet); strided convs, BatchNorm (+ReLU) are ours.
+ConvTranspose2d, strided convs and BatchNorm (+ReLU) are ours; LeakyReLU is torch's for now.
 """
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import dlkernels.nn as dnn
 from dlkernels.models._layers import Layers
 
 
@@ -56,9 +57,15 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _conv_transpose(L: Layers, *args) -> nn.Module:
+    if L.ours:
+        return dnn.ConvTranspose2d(*args, bias=False, backend=L.backend)
+    return nn.ConvTranspose2d(*args, bias=False)
+
+
 class DCGANGenerator(nn.Module):
     """z (N, nz, 1, 1) -> ConvTranspose2d + BN + ReLU stages -> ConvTranspose2d -> tanh, (N, nc, S, S), S = 64 or
-    32 (the PyTorch DCGAN example's `main` Sequential). ConvTranspose2d is torch's; BN+ReLU is our fused kernel."""
+    32 (the PyTorch DCGAN example's `main` Sequential). ConvTranspose2d and the fused BN+ReLU are ours."""
 
     def __init__(self, image_size: int = 64, nz: int = 100, ngf: int = 64, nc: int = 3, *, impl: str = "dlkernels",
                  backend: str = "auto"):
@@ -70,9 +77,9 @@ class DCGANGenerator(nn.Module):
         layers, channels = [], nz
         for i, mult in enumerate(mults):
             stride, padding = (1, 0) if i == 0 else (2, 1)
-            layers += [nn.ConvTranspose2d(channels, ngf * mult, 4, stride, padding, bias=False), *L.bn_relu(ngf * mult)]
+            layers += [_conv_transpose(L, channels, ngf * mult, 4, stride, padding), *L.bn_relu(ngf * mult)]
             channels = ngf * mult
-        layers += [nn.ConvTranspose2d(channels, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [_conv_transpose(L, channels, nc, 4, 2, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         _dcgan_init(self)
 
@@ -119,11 +126,10 @@ class WGANGPCritic(DCGANDiscriminator):
     """DCGAN's discriminator without sigmoid or BN, trained with the WGAN-GP gradient penalty.
 
     gradient_penalty(real, fake, double_backward=...) needs the gradient of the critic's input gradient, i.e. a
-    double backward through conv2d. double_backward="ours" differentiates through our ops; backpropagating that
-    penalty fails when an op's backward has no autograd formula (dlk::conv2d_backward today), and
-    wgan_gp_penalty_backward(loss) turns that failure into DoubleBackwardUnsupported naming the op. "torch" (the
-    default) computes the penalty term with torch's conv2d over the same parameters, so the penalty's gradient
-    reaches the same weights while the critic's main forward/backward run our kernels.
+    double backward through conv2d. double_backward="ours" (the default) differentiates through our ops
+    (dlk::conv2d_backward has its own derivative); should an op's backward lack one, wgan_gp_penalty_backward(loss)
+    raises DoubleBackwardUnsupported naming it. "torch" computes the penalty term with torch's conv2d over the same
+    parameters.
     """
 
     def __init__(self, image_size: int = 64, ndf: int = 64, nc: int = 3, *, impl: str = "dlkernels",
@@ -140,7 +146,7 @@ class WGANGPCritic(DCGANDiscriminator):
         return x.view(-1)
 
     def gradient_penalty(self, real: Tensor, fake: Tensor, weight: float = 10.0,
-                         double_backward: str = "torch") -> Tensor:
+                         double_backward: str = "ours") -> Tensor:
         if double_backward not in ("torch", "ours"):
             raise ValueError(f"double_backward must be 'torch' or 'ours', got {double_backward!r}")
         alpha = torch.rand(real.shape[0], 1, 1, 1, dtype=real.dtype, device=real.device)
