@@ -197,3 +197,19 @@ def test_cuda_winograd_matches_torch(tile):
     y = native.conv2d_winograd(x, transformed, None, None, [1, 1], [12, 10], tile, False, False, False)
     torch.testing.assert_close(y, torch_conv(x, weight, None, None, (1, 1), (1, 1), (1, 1), 1, False), rtol=1e-3,
                                atol=1e-3)
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.01, 1.0])
+def test_leaky_relu_epilogue_matches_torch(slope):
+    """The reference's LeakyReLU epilogue (direct and Winograd) against F.leaky_relu in float64, inf included."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 4, 6, 6, generator=generator, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("inf")
+    weight = torch.randn(5, 4, 3, 3, generator=generator, dtype=torch.float64)
+    expected = F.leaky_relu(F.conv2d(x, weight, padding=1), slope)
+    y = native.conv2d_forward(x, weight, None, None, [1, 1], [1, 1], [1, 1], 1, [6, 6], True, False, False, slope)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    transformed = native.winograd_transform_weight(weight, 2, False)
+    y = native.conv2d_winograd(x, transformed, None, None, [1, 1], [6, 6], 2, True, False, False, slope)
+    finite = expected.isfinite()  # Winograd's transforms spread the inf to NaN/inf over its tile
+    torch.testing.assert_close(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
