@@ -366,11 +366,36 @@ def _run_rnn(cell: str, x: Tensor, states: list[Tensor], layer_weights: list, nu
     return (output, tuple(final)) if cell == "lstm" else (output, final[0])
 
 
+def _check_torch_input_sizes(input, params, num_layers, directions: int) -> None:
+    """torch.lstm does not check w_ih against its input (torch.nn.LSTM does, in Python) and reads past
+    the end of w_ih where the input is wider: raise torch.nn.LSTM's error instead of returning garbage."""
+    groups = num_layers * directions if isinstance(num_layers, int) else 0
+    if not isinstance(input, Tensor) or not isinstance(params, list) or groups <= 0 or len(params) % groups:
+        return
+    per_layer = len(params) // groups
+    expected = input.shape[-1] if input.dim() else 0
+    for layer in range(num_layers):
+        widths = set()
+        for direction in range(directions):
+            w_ih, w_hh = params[(layer * directions + direction) * per_layer:][:2]
+            if not all(isinstance(w, Tensor) and w.dim() == 2 for w in (w_ih, w_hh)):
+                return
+            if w_ih.shape[1] != expected:
+                where = "" if layer == 0 else f" (layer {layer})"
+                raise RuntimeError(f"input.size(-1) must be equal to input_size{where}. Expected {w_ih.shape[1]}, "
+                                   f"got {expected}")
+            widths.add(w_hh.shape[1])
+        if len(widths) != 1:
+            return
+        expected = directions * widths.pop()
+
+
 def _torch_rnn(cell: str, input, hx, params, num_layers, bidirectional, batch_first, dropout, training, lengths):
     """torch's own torch.lstm / torch.gru, called as torch.nn.LSTM / GRU call them: zero initial states
     for hx=None, and `lengths` through a packed sequence (unsorted order kept, as nn.LSTM keeps it)."""
     params = list(params) if isinstance(params, (list, tuple)) else params
     directions = 2 if bidirectional else 1
+    _check_torch_input_sizes(input, params, num_layers, directions)
     has_biases = isinstance(params, list) and len(params) == 4 * num_layers * directions
     run = torch.lstm if cell == "lstm" else torch.gru
     batched = not isinstance(input, Tensor) or input.dim() != 2
