@@ -230,7 +230,12 @@ MUTANTS: tuple[Mutant, ...] = (
 
 # Why each mutant that the last full run did not kill got through, and the case that would kill it
 # (the README's table). Written after reading the run, keyed by mutant id.
-SURVIVOR_NOTES: dict[str, str] = {}
+SURVIVOR_NOTES: dict[str, str] = {
+    "rnn-triton-grid-axes": "tests/test_rnn.py keeps hidden and batch <= 16, one 16x16 tile of the interpreter "
+                            "config, so the swapped grid still covers it; needs a Triton case with hidden > 16 != "
+                            "batch tiles (tests/test_cases_rnn.py was not committed at the run)",
+    "batch_norm-triton-relu-grad-nan": "not run: triton_kernels/_activation.py was not yet a tracked file",
+}
 
 
 def by_id(mutant_id: str) -> Mutant:
