@@ -175,7 +175,7 @@ class PtxEntry:
 
 def parse_ptx_entries(ptx: str) -> dict[str, PtxEntry]:
     entries = {}
-    starts = [m for m in re.finditer(r"^\.(?:visible\s+|weak\s+)*\.entry\s+(\w+)", ptx, re.M)]
+    starts = list(re.finditer(r"^\s*(?:\.\w+\s+)*\.entry\s+(\w+)", ptx, re.M))
     for i, match in enumerate(starts):
         end = starts[i + 1].start() if i + 1 < len(starts) else len(ptx)
         body = ptx[match.start():end]
