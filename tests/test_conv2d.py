@@ -56,10 +56,13 @@ def make_case(shape, kernel, groups, dtype, layout, bias=True, residual=False, s
     return tensors
 
 
-def torch_conv(x, weight, bias, residual, relu, **conv_args):
+def torch_conv(x, weight, bias, residual, relu, negative_slope=None, **conv_args):
+    """torch's conv, residual add and ReLU (LeakyReLU when a negative_slope is given)."""
     y = F.conv2d(x, weight, bias, **conv_args)
     if residual is not None:
         y = y + residual
+    if relu and negative_slope is not None:
+        return F.leaky_relu(y, negative_slope)
     return F.relu(y) if relu else y
 
 
@@ -68,15 +71,18 @@ def grads(out, inputs, grad_output):
     return torch.autograd.grad(out, wanted, grad_output)
 
 
-def compare(x, weight, bias, residual, relu, backend, algo="direct", check_grads=True, factor=2.0, **conv_args):
-    """Our conv and torch's in the same dtype, both against torch in fp64; gradients too."""
-    activation = "relu" if relu else None
+def compare(x, weight, bias, residual, relu, backend, algo="direct", check_grads=True, factor=2.0,
+            negative_slope=None, **conv_args):
+    """Our conv and torch's in the same dtype, both against torch in fp64; gradients too. With a negative_slope the
+    activation is LeakyReLU."""
+    activation = None if not relu else "relu" if negative_slope is None else "leaky_relu"
+    slope = {} if negative_slope is None else {"negative_slope": negative_slope}
     ours = dlkernels.conv2d(x, weight, bias, **conv_args, algo=algo, activation=activation, residual=residual,
-                            backend=backend)
-    same = torch_conv(x, weight, bias, residual, relu, **conv_args)
+                            backend=backend, **slope)
+    same = torch_conv(x, weight, bias, residual, relu, negative_slope, **conv_args)
     inputs64 = [None if t is None else t.detach().double().requires_grad_(t.requires_grad)
                 for t in (x, weight, bias, residual)]
-    reference = torch_conv(*inputs64, relu, **conv_args)
+    reference = torch_conv(*inputs64, relu, negative_slope, **conv_args)
     assert_accurate(ours, same, reference, factor)
     assert is_channels_last(ours) == is_channels_last(reference) or x.shape[1] == 1
     if not check_grads:
@@ -116,6 +122,46 @@ def test_direct_matches_torch(backend, dtype, layout, case, relu, residual):
     x, weight, bias, res = make_case(shape, kernel, groups, dtype, layout, residual=residual, requires_grad=True,
                                      **conv_args)
     compare(x, weight, bias, res, relu, backend, groups=groups, **conv_args)
+
+
+# LeakyReLU epilogue: the cases whose kernels differ (implicit GEMM, grouped/strided, Triton's depthwise kernel) and
+# Winograd, in fp32 and fp64, with bias and residual; torch's default slope, DCGAN's 0.2 and the identity slope 1.
+LEAKY_CASES = {name: DIRECT_CASES[name] for name in ("3x3", "3x3-s2-groups", "depthwise")}
+LEAKY_CASES["winograd_2x2"] = ((1, 4, 7, 6), (5, 3, 3), 1, dict(padding=1))
+
+
+@pytest.mark.parametrize("slope", [0.01, 0.2, 1.0])
+@pytest.mark.parametrize("case", LEAKY_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_leaky_relu_epilogue_matches_torch(backend, dtype, case, slope):
+    """activation="leaky_relu": values and gradients of input, weight, bias and residual vs
+    F.leaky_relu(F.conv2d(...) + residual)."""
+    torch.manual_seed(7)
+    shape, kernel, groups, conv_args = LEAKY_CASES[case]
+    layout = "channels_last" if case == "3x3" else "nchw"
+    x, weight, bias, res = make_case(shape, kernel, groups, dtype, layout, residual=True, requires_grad=True,
+                                     **conv_args)
+    algo = case if case.startswith("winograd") else "direct"
+    factor = WINOGRAD_ERROR_FACTOR[2] if algo != "direct" else 2.0
+    compare(x, weight, bias, res, True, backend, algo=algo, factor=factor, negative_slope=slope, groups=groups,
+            **conv_args)
+
+
+@pytest.mark.parametrize("algo", ["direct", "winograd_2x2"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_leaky_relu_slope_zero_is_relu(backend, algo):
+    """Slope 0 runs the ReLU epilogue exactly, forward and backward (torch's leaky_relu(x, 0) differs only at -inf
+    and for the gradient at NaN outputs)."""
+    torch.manual_seed(8)
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for kwargs in (dict(activation="relu"), dict(activation="leaky_relu", negative_slope=0.0)):
+        out = dlkernels.conv2d(x, weight, padding=1, algo=algo, backend=backend, **kwargs)
+        results.append((out, *torch.autograd.grad(out, (x, weight), torch.ones_like(out))))
+    for ours, relu in zip(*results):
+        torch.testing.assert_close(ours, relu, rtol=0, atol=0)
 
 
 # Winograd's low-precision error is mostly the rounding of the transformed operands, which does not
@@ -324,7 +370,9 @@ def _opcheck_args(backend, tile):
 @pytest.mark.parametrize("tile", [0, 2])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_opcheck(backend, tile):
-    torch.library.opcheck(torch.ops.dlk.conv2d.default, _opcheck_args(backend, tile))
+    # tile 2 checks the LeakyReLU slope argument (appended to the schema); tile 0 the older call without it
+    slope = (0.2,) if tile else ()
+    torch.library.opcheck(torch.ops.dlk.conv2d.default, _opcheck_args(backend, tile) + slope)
     x, weight = _opcheck_args(backend, tile)[:2]
     grad = torch.randn(2, 4, 6, 6, dtype=torch.float64)
     torch.library.opcheck(torch.ops.dlk.conv2d_backward.default, (grad, x.detach(), weight.detach(), [1, 1], [1, 1], [1, 1], 1,
@@ -333,9 +381,11 @@ def test_opcheck(backend, tile):
 
 def test_torch_compile_matches_eager():
     model = torch.nn.Sequential(dlkernels.nn.Conv2d(3, 8, 3, padding=1, activation="relu"),
-                                dlkernels.nn.Conv2d(8, 4, 3, stride=2, padding=1, groups=2)).double()
+                                dlkernels.nn.Conv2d(8, 4, 3, stride=2, padding=1, groups=2, activation="leaky_relu",
+                                                    negative_slope=0.2)).double()
     reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                                    torch.nn.Conv2d(8, 4, 3, stride=2, padding=1, groups=2)).double()
+                                    torch.nn.Conv2d(8, 4, 3, stride=2, padding=1, groups=2),
+                                    torch.nn.LeakyReLU(0.2)).double()
     reference[0].load_state_dict(model[0].state_dict())
     reference[2].load_state_dict(model[1].state_dict())
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -413,7 +463,9 @@ def test_bad_inputs_raise_clear_errors(case):
     (dict(algo="fft"), ValueError, "algo must be one of"),
     (dict(algo="winograd", stride=2), ValueError, "needs a 3x3 kernel, stride 1"),
     (dict(algo="winograd_4x4", groups=2), ValueError, "needs a 3x3 kernel"),
-    (dict(activation="gelu"), ValueError, "activation must be None or 'relu'"),
+    (dict(activation="gelu"), ValueError, "activation must be None, 'relu' or 'leaky_relu'"),
+    (dict(activation="leaky_relu", negative_slope=-0.1), ValueError, "negative_slope must be >= 0 for our kernels"),
+    (dict(activation="leaky_relu", negative_slope="0.2"), TypeError, "negative_slope must be a float"),
     (dict(residual=torch.randn(1, 6, 7, 7)), ValueError, "residual must have the output's shape"),
     (dict(backend="cuda"), RuntimeError, "backend 'cuda' is unavailable"),
     (dict(backend="tpu"), ValueError, "backend must be one of"),
@@ -433,14 +485,27 @@ def test_opinfo_samples_give_torchs_result_or_error(backend):
         assert counts["unsupported"] == 0, counts
 
 
-@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu"])
 def test_torch_backend_fuses_the_same_epilogue(activation):
     x, w, b = torch.randn(2, 4, 9, 9, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64), \
         torch.randn(6, dtype=torch.float64)
     residual = torch.randn(2, 6, 9, 9, dtype=torch.float64)
-    args = dict(padding=1, activation=activation, residual=residual)
+    args = dict(padding=1, activation=activation, residual=residual, negative_slope=0.2)
     torch.testing.assert_close(dlkernels.conv2d(x, w, b, backend="torch", **args),
                                dlkernels.conv2d(x, w, b, backend="reference", **args))
+
+
+def test_negative_slope_runs_torch_under_auto_and_torch():
+    """Our kernels refuse a negative slope by name; "auto" and "torch" accept any slope torch does."""
+    x, w = torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    expected = F.leaky_relu(F.conv2d(x, w, padding=1), -0.3)
+    for backend in ("auto", "torch"):
+        out = dlkernels.conv2d(x, w, padding=1, activation="leaky_relu", negative_slope=-0.3, backend=backend)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        dlkernels.conv2d(x, w, padding=1, activation="leaky_relu", negative_slope=-0.3, backend="reference")
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        dlkernels.conv2d(x, w, padding=1, activation="leaky_relu", negative_slope=float("nan"), backend="reference")
 
 
 def test_auto_runs_torch_on_cpu_and_where_ours_refuse():

@@ -222,6 +222,9 @@ CONV2D_DOUBLE_BACKWARD = {
     "strided-groups-relu": ((1, 2, 4, 3), (2, 1, 3, 2), dict(stride=(2, 1), padding=1, groups=2, activation="relu")),
     "dilated-same-even-kernel": ((1, 1, 3, 4), (2, 1, 2, 3), dict(padding="same", dilation=(2, 1))),
     "winograd-relu": ((1, 1, 3, 4), (2, 1, 3, 3), dict(padding=1, algo="winograd_2x2", activation="relu")),
+    # the WGAN-GP critic's layer: strided conv + LeakyReLU(0.2)
+    "strided-leaky-relu": ((1, 2, 4, 4), (3, 2, 2, 2), dict(stride=2, padding=1, activation="leaky_relu",
+                                                            negative_slope=0.2)),
 }
 
 

@@ -10,17 +10,19 @@ from dlkernels.ops.conv_transpose2d import conv_transpose2d
 
 
 class Conv2d(nn.Conv2d):
-    """act(Conv2d(x) + residual). Subclassing nn.Conv2d keeps weight, bias, initialisation and every
+    """act(Conv2d(x) + residual), activation None (the default), "relu" or "leaky_relu" (nn.LeakyReLU(negative_slope),
+    torch's default slope 0.01). Subclassing nn.Conv2d keeps weight, bias, initialisation and every
     padding_mode: non-zero modes pad the input first, as torch.nn.Conv2d itself does, then convolve
     without padding.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
                  padding_mode="zeros", device=None, dtype=None, *, activation: str | None = None,
-                 algo: str = "auto", backend: str = "auto"):
+                 negative_slope: float = 0.01, algo: str = "auto", backend: str = "auto"):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
         self.activation = activation
+        self.negative_slope = negative_slope
         self.algo = algo
         self.backend = backend
 
@@ -30,10 +32,12 @@ class Conv2d(nn.Conv2d):
             input = torch_F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         return conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups,
-                      algo=self.algo, activation=self.activation, residual=residual, backend=self.backend)
+                      algo=self.algo, activation=self.activation, negative_slope=self.negative_slope,
+                      residual=residual, backend=self.backend)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", activation={self.activation!r}, algo={self.algo!r}"
+        slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
+        return super().extra_repr() + f", activation={self.activation!r}{slope}, algo={self.algo!r}"
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):

@@ -1,4 +1,4 @@
-"""2-D convolution with a fused epilogue: act(conv2d(input, weight) + bias + residual).
+"""2-D convolution with a fused epilogue: act(conv2d(input, weight) + bias + residual), act = ReLU or LeakyReLU.
 
 Two algorithms, each in every backend:
 - direct: implicit GEMM (forward, data gradient and weight gradient kernels);
@@ -14,6 +14,10 @@ conv2d_winograd modules).
 
 algo="auto" never picks a Winograd tile whose measured error at the call's precision exceeds the
 op's accuracy bar (ACCURATE_WINOGRAD_TILES, checked by tests/test_conv2d.py).
+
+The activation reaches the kernels as an on/off flag (the ops' `relu` argument) and one negative_slope, as in
+dlkernels/ops/batch_norm.py: ReLU is slope 0, LeakyReLU a slope > 0, and the backward scales the gradient by 1 or
+the slope from the saved output's sign (so the slope must be >= 0 for our kernels).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of, pair
 
 OP = "conv2d"
 ALGOS = ("auto", "direct", "winograd", "winograd_2x2", "winograd_4x4")
-ACTIVATIONS = (None, "relu")
+ACTIVATIONS = (None, "relu", "leaky_relu")
 DIRECT = 0  # the ops' `tile` argument: 0 = direct, 2 or 4 = Winograd F(tile x tile, 3x3)
 
 # Winograd tiles whose error meets the op's accuracy bar, per precision: max error against an fp64
@@ -69,18 +73,19 @@ def _winograd_dgrad_weight(weight: Tensor, channels_last: bool) -> Tensor:
 # ----------------------------------------------------------------------------- dlk ops
 def _conv2d_impl(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None, stride: list[int],
                  padding: list[int], dilation: list[int], groups: int, output_size: list[int], relu: bool,
-                 channels_last: bool, allow_tf32: bool, tile: int, backend: str) -> Tensor:
+                 channels_last: bool, allow_tf32: bool, tile: int, backend: str, negative_slope: float = 0.0) -> Tensor:
+    """`relu` switches the activation on: LeakyReLU(negative_slope), ReLU for slope 0."""
     if tile == DIRECT:
         return _direct(backend).conv2d_forward(x, weight, bias, residual, stride, padding, dilation, groups,
-                                               output_size, relu, channels_last, allow_tf32)
+                                               output_size, relu, channels_last, allow_tf32, negative_slope)
     winograd = _winograd(backend)
     transformed = winograd.winograd_transform_weight(weight, tile, channels_last)
     return winograd.conv2d_winograd(x, transformed, bias, residual, padding, output_size, tile, relu, channels_last,
-                                    allow_tf32)
+                                    allow_tf32, negative_slope)
 
 
 def _conv2d_fake(x, weight, bias, residual, stride, padding, dilation, groups, output_size, relu, channels_last,
-                 allow_tf32, tile, backend):
+                 allow_tf32, tile, backend, negative_slope=0.0):
     return torch.empty((x.shape[0], weight.shape[0], *output_size), dtype=x.dtype, device=x.device,
                        memory_format=_memory_format(channels_last))
 
@@ -154,17 +159,20 @@ _conv2d_backward = define(
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, residual, stride, padding, dilation, groups, _, relu, channels_last, allow_tf32, tile, \
-        backend = inputs
+        backend, *slope = inputs
     ctx.save_for_backward(x, weight, output if relu else None)
     ctx.args = (stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend)
-    ctx.relu = relu
+    ctx.relu, ctx.negative_slope = relu, (slope[0] if slope else 0.0)
 
 
 def _backward(ctx, grad_output):
     x, weight, output = ctx.saved_tensors
     stride, padding, dilation, groups, channels_last, allow_tf32, tile, backend = ctx.args
-    if ctx.relu:  # torch's threshold_backward: blocked where output <= 0 (a NaN output lets it through)
+    slope = ctx.negative_slope
+    if ctx.relu and slope == 0:  # torch's threshold_backward: blocked where output <= 0 (a NaN output lets it through)
         grad_output = grad_output.masked_fill(output <= 0, 0)
+    elif ctx.relu:  # torch's leaky_relu_backward; a slope > 0 keeps the input's sign in the output (NaN: * slope)
+        grad_output = torch.where(output > 0, grad_output, grad_output * slope)
     grad_output = as_layout(grad_output, _memory_format(channels_last))
     need_input, need_weight, need_bias, need_residual = ctx.needs_input_grad[:4]
     grad_input = grad_weight = grad_bias = None
@@ -175,12 +183,13 @@ def _backward(ctx, grad_output):
         grad_bias = grad_output.sum((0, 2, 3), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
         grad_bias = grad_bias.to(x.dtype)
     return (grad_input if need_input else None, grad_weight if need_weight else None, grad_bias,
-            grad_output if need_residual else None, *([None] * 10))
+            grad_output if need_residual else None, *([None] * (len(ctx.needs_input_grad) - 4)))
 
 
 _conv2d = define(
     "conv2d(Tensor x, Tensor weight, Tensor? bias, Tensor? residual, int[] stride, int[] padding, int[] dilation, "
-    "int groups, int[] output_size, bool relu, bool channels_last, bool allow_tf32, int tile, str backend) -> Tensor",
+    "int groups, int[] output_size, bool relu, bool channels_last, bool allow_tf32, int tile, str backend, "
+    "float negative_slope=0.0) -> Tensor",
     _conv2d_impl, _conv2d_fake, setup_context=_setup_context, backward=_backward)
 
 
@@ -315,7 +324,15 @@ def _cached_transform(weight: Tensor, layout_weight: Tensor, tile: int, channels
     return cached[1]
 
 
-def _validate(input, weight, bias, residual, groups, algo, activation) -> None:
+def _check_activation(activation, negative_slope) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{OP}: activation must be None, 'relu' or 'leaky_relu', got {activation!r}")
+    if activation == "leaky_relu" and (isinstance(negative_slope, bool)
+                                       or not isinstance(negative_slope, (int, float))):
+        raise TypeError(f"{OP}: negative_slope must be a float, got {negative_slope!r}")
+
+
+def _validate(input, weight, bias, residual, groups, algo, activation, negative_slope) -> None:
     _check_tensor("input", input, None, (3, 4))
     _check_tensor("weight", weight, input, (4,))
     if bias is not None:
@@ -335,31 +352,40 @@ def _validate(input, weight, bias, residual, groups, algo, activation) -> None:
         raise ValueError(f"{OP}: bias must have shape ({filters},), got {tuple(bias.shape)}")
     if algo not in ALGOS:
         raise ValueError(f"{OP}: algo must be one of {ALGOS}, got {algo!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"{OP}: activation must be None or 'relu', got {activation!r}")
+    _check_activation(activation, negative_slope)
+    if activation == "leaky_relu" and not negative_slope >= 0:
+        raise ValueError(f"{OP}: negative_slope must be >= 0 for our kernels (the backward reads the slope from the "
+                         f"output's sign), got {negative_slope}; backend='auto' or 'torch' runs it")
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1,
-           groups: int = 1, *, algo: str = "auto", activation: str | None = None, residual: Tensor | None = None,
-           backend: str = "auto") -> Tensor:
-    """act(F.conv2d(input, weight, bias, stride, padding, dilation, groups) + residual), act = ReLU or identity.
+           groups: int = 1, *, algo: str = "auto", activation: str | None = None, negative_slope: float = 0.01,
+           residual: Tensor | None = None, backend: str = "auto") -> Tensor:
+    """act(F.conv2d(input, weight, bias, stride, padding, dilation, groups) + residual).
 
-    backend: "auto", "cuda", "triton", "reference" or "torch" (F.conv2d, then the residual add and ReLU).
+    activation: None (identity), "relu" or "leaky_relu" (F.leaky_relu with `negative_slope`, torch's default
+    0.01); negative_slope is read only for "leaky_relu". Our kernels run slopes >= 0 (slope 0 is ReLU exactly,
+    -inf -> 0 included); a negative slope raises ValueError on an explicit backend of ours and runs torch under
+    "auto". backend: "auto", "cuda", "triton", "reference" or "torch" (F.conv2d, then the residual add and the
+    activation).
     algo (our kernels only): "direct" (implicit GEMM), "winograd" (3x3 stride-1 layers; F(4x4,3x3) where
     accurate, else F(2x2,3x3)), "winograd_2x2" / "winograd_4x4" to pick the tile, or "auto". fp32 inputs use
     TF32 tensor cores on GPU exactly when torch.backends.cudnn.allow_tf32 allows cuDNN to.
     """
     def prepare(chosen: str):
-        return _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, residual, chosen)
+        return _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, negative_slope,
+                        residual, chosen)
 
     def run_torch():
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"{OP}: activation must be None or 'relu', got {activation!r}")
+        _check_activation(activation, negative_slope)
         out = F.conv2d(input, weight, bias, stride, padding, dilation, groups)
         if residual is not None:
             out = out + residual
+        if activation == "leaky_relu":
+            return F.leaky_relu(out, negative_slope)
         return torch.relu(out) if activation == "relu" else out
 
+    # The slope is no part of the key: it changes no kernel's speed.
     def key():
         return (tuple(input.shape), input.stride(), input.dtype, tuple(weight.shape), weight.stride(), bias is None,
                 residual is None, str(stride), str(padding), str(dilation), groups, algo, activation)
@@ -367,9 +393,10 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, 
     return dispatch(OP, backend, input, prepare, run_torch, key=key)
 
 
-def _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, residual, backend: str):
+def _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activation, negative_slope, residual,
+             backend: str):
     """Validates one call for our backend `backend`; returns the thunk that runs it."""
-    _validate(input, weight, bias, residual, groups, algo, activation)
+    _validate(input, weight, bias, residual, groups, algo, activation, negative_slope)
     stride = pair(OP, "stride", stride, minimum=1)
     dilation = pair(OP, "dilation", dilation, minimum=1)
     begin, end = _padding(padding, weight, dilation, stride)
@@ -396,24 +423,25 @@ def _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activ
         x_, w = as_layout(x, fmt), as_layout(weight, fmt)
         res_ = None if res is None else as_layout(res, fmt)
         bias_ = None if bias is None else bias.contiguous()
-        relu = activation == "relu"
+        relu = activation is not None
+        slope = float(negative_slope) if activation == "leaky_relu" else 0.0  # ReLU is slope 0
         accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
         if (algo == "auto" and (_BENCHMARK["enabled"] or autotune_enabled()) and accurate
                 and _winograd_eligible(weight, stride, dilation, groups) and not torch.compiler.is_compiling()):
             key = (tuple(x.shape), tuple(weight.shape), x.dtype, channels_last, tuple(begin), tuple(output_size),
                    allow_tf32, backend)
             launch = lambda t: _conv2d(x_, w, bias_, res_, list(stride), list(begin), list(dilation), groups,  # noqa: E731
-                                       output_size, relu, channels_last, allow_tf32, t, backend)
+                                       output_size, relu, channels_last, allow_tf32, t, backend, slope)
             tile = _measured_tile([DIRECT, *accurate], launch, key, x.device)
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, weight, bias, residual))
         if tile != DIRECT and not needs_grad and not torch.compiler.is_compiling() and not weight.is_inference():
             transformed = _cached_transform(weight, w, tile, channels_last, backend)
             out = _winograd(backend).conv2d_winograd(x_, transformed, bias_, res_, list(begin), output_size, tile,
-                                                     relu, channels_last, allow_tf32)
+                                                     relu, channels_last, allow_tf32, slope)
         else:
             out = _conv2d(x_, w, bias_, res_, list(stride), list(begin), list(dilation), groups, output_size, relu,
-                          channels_last, allow_tf32, tile, backend)
+                          channels_last, allow_tf32, tile, backend, slope)
         return out if batched else out.squeeze(0)
     return run
 
