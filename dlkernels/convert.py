@@ -25,7 +25,7 @@ DROP_INS: dict[type, tuple[type, dict]] = {
     nn.GRUCell: (dnn.GRUCell, {}),
 }
 # Constructor arguments that are not attributes of the module: taken from its tensors instead.
-_NOT_ATTRIBUTES = ("self", "backend", "activation", "algo", "device", "dtype")
+_NOT_ATTRIBUTES = ("self", "backend", "activation", "negative_slope", "algo", "device", "dtype")
 
 
 def _constructor_args(module: nn.Module, cls: type) -> dict:
@@ -54,12 +54,16 @@ def _replace(module: nn.Module, cls: type, extra: dict, backend: str) -> nn.Modu
 
 
 def _fuse_relu(model: nn.Sequential) -> None:
-    """In a Sequential, BatchNorm2d or Conv2d then ReLU becomes one fused module and an Identity (same keys)."""
+    """In a Sequential, BatchNorm2d or Conv2d then ReLU or LeakyReLU becomes one fused module and an Identity (same
+    keys). A LeakyReLU with a negative slope stays torch's: our kernels' backward needs slope >= 0."""
     children = list(model.named_children())
     for (name, child), (next_name, following) in zip(children, children[1:]):
         fusable = type(child) in (dnn.BatchNormReLU2d, dnn.Conv2d) and child.activation is None
         if fusable and type(following) is nn.ReLU:
             child.activation = "relu"
+            setattr(model, next_name, nn.Identity())
+        elif fusable and type(following) is nn.LeakyReLU and following.negative_slope >= 0:
+            child.activation, child.negative_slope = "leaky_relu", following.negative_slope
             setattr(model, next_name, nn.Identity())
 
 
@@ -76,7 +80,8 @@ def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     """Return `model` with every supported torch.nn module swapped for its drop-in (in place for children).
 
     Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; a Conv2d or
-    BatchNorm2d directly followed by ReLU inside an nn.Sequential runs as one fused kernel. Modules without a
+    BatchNorm2d directly followed by ReLU or LeakyReLU (slope >= 0) inside an nn.Sequential runs as one fused
+    kernel. Modules without a
     drop-in are left as they are, and so are configurations the kernels do not run (LSTM with proj_size,
     MultiheadAttention whose head dim is not one of HEAD_DIMS).
     """

@@ -6,6 +6,7 @@ one rounding unit of the largest output value (so that a reference that happens 
 fail a correct kernel). float64 is its own reference, so there the allowance is factor x 32 rounding units. Winograd is held to the error it is known to have (WINOGRAD_ERROR_FACTOR),
 and `algo="auto"` only uses tiles that meet the 2x bar (ACCURATE_WINOGRAD_TILES, checked below).
 """
+import copy
 import importlib
 
 import pytest
@@ -421,6 +422,36 @@ def test_convert_fuses_conv_relu_and_keeps_outputs():
     assert type(converted[1]) is torch.nn.Identity and converted[0].bias is None
     assert set(converted.state_dict()) == keys
     torch.testing.assert_close(converted(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_convert_fuses_conv_and_bn_leaky_relu(training):
+    """Conv2d + LeakyReLU and BatchNorm2d + LeakyReLU fuse (slope carried over, state_dict keys kept) and compute
+    what the unconverted model does, values and gradients; a negative slope stays torch's LeakyReLU."""
+    torch.manual_seed(9)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.LeakyReLU(0.2),
+                                torch.nn.Conv2d(6, 6, 3, stride=2, padding=1, bias=False), torch.nn.BatchNorm2d(6),
+                                torch.nn.LeakyReLU(inplace=True), torch.nn.Conv2d(6, 4, 1),
+                                torch.nn.LeakyReLU(-0.5)).double().train(training)
+    twin = copy.deepcopy(model)
+    keys = list(model.state_dict())
+    converted = dlkernels.convert(model, backend="reference")
+    assert [type(m) for m in converted] == [dlkernels.nn.Conv2d, torch.nn.Identity, dlkernels.nn.Conv2d,
+                                            dlkernels.nn.BatchNormReLU2d, torch.nn.Identity, dlkernels.nn.Conv2d,
+                                            torch.nn.LeakyReLU]
+    assert (converted[0].activation, converted[0].negative_slope) == ("leaky_relu", 0.2)
+    assert (converted[3].activation, converted[3].negative_slope) == ("leaky_relu", 0.01)
+    assert converted[2].activation is None and converted[5].activation is None
+    assert list(converted.state_dict()) == keys
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    out, expected = converted(x), twin(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(out)
+    for ours, theirs in zip(torch.autograd.grad(out, list(converted.parameters()), grad),
+                            torch.autograd.grad(expected, list(twin.parameters()), grad)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+    for name, buffer in twin.state_dict().items():  # running statistics updated alike
+        torch.testing.assert_close(converted.state_dict()[name], buffer)
 
 
 # ----------------------------------------------------------------------------- bad inputs
