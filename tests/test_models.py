@@ -288,6 +288,20 @@ def test_wgan_gp_double_backward():
         _close_fp64(stepped, expected_step, f"WGAN-GP SGD step {option or '(default: ours)'}")
 
 
+def test_gan_discriminators_fuse_leaky_relu():
+    """DCGAN's discriminator and the WGAN-GP critic run each LeakyReLU(0.2) fused into the conv or BN before it (an
+    Identity in its place), with the twin's state_dict keys."""
+    for name in ("DCGAN32-D", "WGANGPCritic"):
+        twin, ours = _pair(SPECS[name], "reference", torch.float64)
+        assert list(ours.state_dict()) == list(twin.state_dict())
+        assert not [m for m in ours.modules() if isinstance(m, torch.nn.LeakyReLU)], name
+        for fused, leaky in zip(ours.main, twin.main[1:]):
+            if isinstance(leaky, torch.nn.LeakyReLU):
+                assert (fused.activation, fused.negative_slope) == ("leaky_relu", 0.2), (name, fused)
+        assert sum(isinstance(m, torch.nn.LeakyReLU) for m in twin.modules()) == \
+            sum(getattr(m, "activation", None) == "leaky_relu" for m in ours.modules()) > 0
+
+
 # ----------------------------------------------------------------------------- real learning
 def _digits(size: int = 28):
     datasets = pytest.importorskip("sklearn.datasets")

@@ -17,6 +17,7 @@ from dlkernels.models.transformer import BERT, GPT, TransformerLM, ViT
 
 _CONV = "Conv2d"
 _CONV_RELU = "Conv2d+ReLU (fused epilogue)"
+_CONV_LEAKY = "Conv2d+LeakyReLU(0.2) (fused epilogue)"
 _BN_RELU = "BatchNorm2d+ReLU (fused)"
 _BN_ADD_RELU = "BatchNorm2d+add+ReLU (fused, every residual block)"
 _MAXPOOL, _AVGPOOL, _ADAPTIVE = "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"
@@ -44,10 +45,10 @@ MODEL_TABLE: dict[str, dict[str, list[str]]] = {
     "CharLSTM": {"dlkernels": ["LSTM"], "torch": ["Embedding", "Dropout", "Linear"]},
     "MLP GAN (G and D)": {"dlkernels": [], "torch": ["Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid"]},
     "DCGAN G (64, 32)": {"dlkernels": ["ConvTranspose2d", _BN_RELU], "torch": ["Tanh"]},
-    "DCGAN D (64, 32)": {"dlkernels": [_CONV + " (strided)", "BatchNorm2d"],
-                         "torch": ["LeakyReLU(0.2) (no fused epilogue yet)", "Sigmoid"]},
-    "WGAN-GP critic": {"dlkernels": [_CONV + " (strided; forward, backward and the penalty's double backward)"],
-                       "torch": ["LeakyReLU(0.2)"]},
+    "DCGAN D (64, 32)": {"dlkernels": ["strided " + _CONV_LEAKY, "strided Conv2d", "BatchNorm2d+LeakyReLU(0.2) "
+                                       "(fused)", _CONV + " (head)"], "torch": ["Sigmoid"]},
+    "WGAN-GP critic": {"dlkernels": ["strided " + _CONV_LEAKY + " (forward, backward and the penalty's double "
+                                     "backward)", _CONV + " (head)"], "torch": []},
     "TransformerLM": {"dlkernels": [_MHA + " (causal)"],
                       "torch": ["Embedding", "positional encoding", "Linear (QKV, out, FFN, decoder)", "LayerNorm",
                                 "ReLU", "Dropout", "log_softmax"]},
@@ -66,7 +67,7 @@ MODEL_TABLE: dict[str, dict[str, list[str]]] = {
 def model_table_markdown() -> str:
     lines = ["| model | dlkernels ops | torch ops |", "|---|---|---|"]
     for name, row in MODEL_TABLE.items():
-        lines.append(f"| {name} | {', '.join(row['dlkernels']) or '(none)'} | {', '.join(row['torch'])} |")
+        lines.append(f"| {name} | {', '.join(row['dlkernels']) or '(none)'} | {', '.join(row['torch']) or '(none)'} |")
     return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 Every model takes `impl="dlkernels"` (our modules, `backend` passed down) or `impl="torch"` (torch.nn modules
 only). Both build the same attributes in the same order, so parameter and buffer names (and initial values under
 the same seed) are identical: one state_dict loads into both. Where our module fuses an activation that the
-twin runs as a separate nn.ReLU, the dlkernels model holds an nn.Identity under the ReLU's name (no parameters),
-as dlkernels.convert() does.
+twin runs as a separate nn.ReLU or nn.LeakyReLU, the dlkernels model holds an nn.Identity under its name (no
+parameters), as dlkernels.convert() does.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ class Layers:
         self.impl, self.backend = impl, backend
         self.ours = impl == "dlkernels"
 
-    # Convolution, optionally with a fused ReLU (the twin then needs relu_after()).
-    def conv(self, *args, activation: str | None = None, **kwargs) -> nn.Module:
+    # Convolution, optionally with a fused ReLU or LeakyReLU (the twin then needs relu_after() or leaky_relu_after()).
+    def conv(self, *args, activation: str | None = None, negative_slope: float = 0.01, **kwargs) -> nn.Module:
         if self.ours:
-            return dnn.Conv2d(*args, activation=activation, backend=self.backend, **kwargs)
+            return dnn.Conv2d(*args, activation=activation, negative_slope=negative_slope, backend=self.backend,
+                              **kwargs)
         return nn.Conv2d(*args, **kwargs)
 
     def relu_after(self, fused: bool = True) -> nn.Module:
@@ -38,6 +39,15 @@ class Layers:
         """[conv, relu] as two Sequential entries (torchvision's layout); ours fuses the ReLU into the conv."""
         return [self.conv(*args, activation="relu", **kwargs), self.relu_after()]
 
+    def leaky_relu_after(self, negative_slope: float) -> nn.Module:
+        """The LeakyReLU that follows a module built with activation="leaky_relu": Identity in ours."""
+        return nn.Identity() if self.ours else nn.LeakyReLU(negative_slope)
+
+    def conv_leaky_relu(self, *args, negative_slope: float, **kwargs) -> list[nn.Module]:
+        """[conv, LeakyReLU(negative_slope)] as two Sequential entries; ours fuses the LeakyReLU into the conv."""
+        return [self.conv(*args, activation="leaky_relu", negative_slope=negative_slope, **kwargs),
+                self.leaky_relu_after(negative_slope)]
+
     def bn(self, num_features: int, *, relu: bool = False, **kwargs) -> nn.Module:
         if self.ours:
             return dnn.BatchNormReLU2d(num_features, activation="relu" if relu else None, backend=self.backend,
@@ -46,6 +56,15 @@ class Layers:
 
     def bn_relu(self, num_features: int, **kwargs) -> list[nn.Module]:
         return [self.bn(num_features, relu=True, **kwargs), self.relu_after()]
+
+    def bn_leaky_relu(self, num_features: int, negative_slope: float, **kwargs) -> list[nn.Module]:
+        """[BatchNorm2d, LeakyReLU(negative_slope)]; ours fuses the LeakyReLU into the BatchNorm."""
+        if self.ours:
+            bn = dnn.BatchNormReLU2d(num_features, activation="leaky_relu", negative_slope=negative_slope,
+                                     backend=self.backend, **kwargs)
+        else:
+            bn = nn.BatchNorm2d(num_features, **kwargs)
+        return [bn, self.leaky_relu_after(negative_slope)]
 
     def bn_add_relu(self, num_features: int, **kwargs) -> nn.Module:
         """relu(bn(x) + residual): call through add_relu(bn, x, residual)."""

@@ -1,6 +1,8 @@
 """GAN reference models: MLP GAN, DCGAN (64x64 and 32x32) and the WGAN-GP critic with its gradient penalty.
 
-ConvTranspose2d, strided convs and BatchNorm (+ReLU) are ours; LeakyReLU is torch's for now.
+ConvTranspose2d, strided convs and BatchNorm (+ReLU) are ours; the DCGAN discriminator's and WGAN-GP critic's
+LeakyReLU(0.2) runs fused into the conv or BatchNorm before it (an nn.Identity holds its place, as in convert()).
+The MLP GAN's layers are torch's.
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ class DCGANDiscriminator(nn.Module):
     """(N, nc, S, S) -> strided conv + [BN] + LeakyReLU(0.2) stages -> conv 4x4 -> [sigmoid], (N,).
 
     batch_norm=False and sigmoid=False give the WGAN-GP critic (no BN, whose per-batch statistics would break the
-    per-sample gradient penalty). Convs and BN are ours; LeakyReLU is torch's (no fused epilogue yet).
+    per-sample gradient penalty). Convs and BN are ours, with the LeakyReLU fused into the conv (first stage, or no
+    BN) or the BN; the twin's nn.LeakyReLU is an nn.Identity in ours, so the state_dict keys are the same.
     """
 
     def __init__(self, image_size: int = 64, ndf: int = 64, nc: int = 3, batch_norm: bool = True,
@@ -103,10 +106,11 @@ class DCGANDiscriminator(nn.Module):
         mults = [1, 2, 4, 8] if image_size == 64 else [1, 2, 4]
         layers, channels = [], nc
         for i, mult in enumerate(mults):
-            layers.append(L.conv(channels, ndf * mult, 4, 2, 1, bias=False))
+            conv = (channels, ndf * mult, 4, 2, 1)
             if i > 0 and batch_norm:
-                layers.append(L.bn(ndf * mult))
-            layers.append(nn.LeakyReLU(0.2))
+                layers += [L.conv(*conv, bias=False), *L.bn_leaky_relu(ndf * mult, 0.2)]
+            else:
+                layers += L.conv_leaky_relu(*conv, negative_slope=0.2, bias=False)
             channels = ndf * mult
         layers.append(L.conv(channels, 1, 4, 1, 0, bias=False))
         if sigmoid:
@@ -137,10 +141,15 @@ class WGANGPCritic(DCGANDiscriminator):
         super().__init__(image_size, ndf, nc, batch_norm=False, sigmoid=False, impl=impl, backend=backend)
 
     def forward_torch(self, x: Tensor) -> Tensor:
-        """The same network with torch's functional ops (same parameters)."""
+        """The same network with torch's functional ops (same parameters), fused activations included."""
         for m in self.main:
             if isinstance(m, nn.Conv2d):
                 x = F.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+                activation = getattr(m, "activation", None)  # our Conv2d's fused epilogue
+                if activation == "leaky_relu":
+                    x = F.leaky_relu(x, m.negative_slope)
+                elif activation == "relu":
+                    x = F.relu(x)
             else:
                 x = m(x)
         return x.view(-1)
