@@ -2,11 +2,11 @@
 (DCGAN generator + critic with the gradient penalty).
 
     python examples/train_gan.py --model mlp --steps 500
-    python examples/train_gan.py --model wgan-gp --double-backward torch
+    python examples/train_gan.py --model wgan-gp
 
-WGAN-GP's penalty needs a double backward through conv2d. --double-backward ours tries it through our ops (today
-dlk::conv2d_backward has no autograd formula, so it stops with DoubleBackwardUnsupported); torch (the default)
-computes the penalty term with torch's conv over the same weights.
+WGAN-GP's penalty needs a double backward through conv2d (+ its fused LeakyReLU). --double-backward ours (the
+default, as in WGANGPCritic.gradient_penalty) differentiates through our ops (dlk::conv2d_backward has its own
+derivative); torch computes the penalty term with torch's conv over the same weights.
 """
 import sys
 from pathlib import Path
@@ -23,7 +23,7 @@ import dlkernels.models as M  # noqa: E402
 def main():
     p = parser(__doc__.split("\n\n")[0], steps=200, batch=32)
     p.add_argument("--model", default="mlp", choices=["mlp", "dcgan", "wgan-gp"])
-    p.add_argument("--double-backward", default="torch", choices=["torch", "ours"])
+    p.add_argument("--double-backward", default="ours", choices=["ours", "torch"])
     args = p.parse_args()
     dev, kw = args.device, dict(impl=args.impl, backend=args.backend)
     if args.model == "mlp":
