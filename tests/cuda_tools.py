@@ -278,6 +278,12 @@ def demangle(names) -> dict[str, str]:
     return dict(zip(names, result.stdout.splitlines()))
 
 
+def kernel_name(demangled: str) -> str:
+    """A demangled kernel name without `void` and its parameter list: `dlk::(anonymous namespace)::k<T>(...)`
+    becomes `dlk::{anonymous}::k<T>` (the namespace's parentheses are not where the parameters begin)."""
+    return re.sub(r"^void\s+|\(.*$", "", demangled.replace("(anonymous namespace)", "{anonymous}"))
+
+
 def parse_constexpr(path: pathlib.Path, name: str) -> int:
     """The value of the one `constexpr int <name> = <literal>;` in `path`."""
     values = re.findall(rf"constexpr int {re.escape(name)} = (\d+);", path.read_text())
