@@ -235,6 +235,14 @@ DLK_HOST_DEVICE void pool2d_backward_element(const Pool2dBwdParams& p, IndexT i,
             any_match |= matches[j + k];
           }
         }
+        // A dilated window whose taps all fall in the padding read no input, whatever index ATen seeded
+        // it with: its gradient goes nowhere (as in the C++ reference and Triton). Dilation 1 windows
+        // always hold a tap (pad <= kernel / 2), so only dilated ones pay for the check.
+        if (any_match && (p.dilation_h > 1 || p.dilation_w > 1)) {
+          const PoolSpan window_h = max_pool_span(oh, p.in_h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+          const PoolSpan window_w = max_pool_span(ow, p.in_w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+          any_match = window_h.begin < window_h.end && window_w.begin < window_w.end;
+        }
         if (any_match) {
           const Pack grads = *reinterpret_cast<const Pack*>(grad_output + offset);
           DLK_UNROLL
