@@ -593,10 +593,39 @@ def test_auto_gives_torchs_error_where_ours_would_refuse(case):
         args = closure["args"]
         auto = _error_of(lambda: gru_cell(**args, backend="auto"))
         torch_error = _error_of(lambda: gru_cell(**args, backend="torch"))
-    # torch.lstm does not check the input size or h0's layer count (nn.LSTM does, in Python): auto then
-    # raises nothing either, as torch
-    assert ours is not None and (torch_error is not None or case in ("input size", "h0 shape"))
+    # torch.lstm does not check h0's layer count (nn.LSTM does, in Python): auto then raises nothing
+    # either, as torch. The input size it does not check either, but the torch backend does (see below).
+    assert ours is not None and (torch_error is not None or case == "h0 shape")
     assert auto is torch_error
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers, bidirectional, width, message", [
+    (1, False, 6, "Expected 3, got 6"),  # wider than w_ih: torch.lstm alone reads past its end
+    (1, True, 2, "Expected 3, got 2"),
+    (2, True, 3, None),                  # layer 1 gets 2 x hidden = 8 features: valid
+])
+def test_torch_backend_refuses_an_input_wider_or_narrower_than_w_ih(cell, layers, bidirectional, width, message):
+    torch.manual_seed(0)
+    module = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(3, 4, layers, bidirectional=bidirectional)
+    x = torch.randn(5, 2, width)
+    run = lstm if cell == "lstm" else gru
+    if message is None:
+        output = run(x, None, module._flat_weights, layers, bidirectional=bidirectional, backend="torch")[0]
+        torch.testing.assert_close(output, module(x)[0], rtol=1e-5, atol=1e-6)
+        return
+    with pytest.raises(RuntimeError, match=message):
+        module(x)  # nn.LSTM's own check, whose message the torch backend repeats
+    with pytest.raises(RuntimeError, match=f"input.size\\(-1\\) must be equal to input_size. {message}"):
+        run(x, None, module._flat_weights, layers, bidirectional=bidirectional, backend="torch")
+
+
+def test_torch_backend_checks_the_input_size_of_every_layer():
+    module = torch.nn.LSTM(3, 4, 2)
+    params = list(module._flat_weights)
+    params[4] = torch.randn(16, 5)  # layer 1's w_ih expects 5 features, layer 0 gives 4
+    with pytest.raises(RuntimeError, match=r"input_size \(layer 1\). Expected 5, got 4"):
+        lstm(torch.randn(5, 2, 3), None, params, 2, backend="torch")
 
 
 def test_explain_names_the_backend():
