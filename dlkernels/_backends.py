@@ -219,8 +219,11 @@ def _policy_choice(op: str, like: torch.Tensor) -> tuple[str, str]:
     return "torch", f"auto: no committed results on {name} show ours at least as fast as torch ({dtype})"
 
 
-def _elapsed(run: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
-    run()  # warm-up: Triton compiles and autotunes here
+def elapsed_seconds(run: Callable[[], Any], device: torch.device, repeats: int = 5) -> float:
+    """Wall seconds that `repeats` calls of `run` take after one warm-up call (Triton compiles and autotunes
+    there), the GPU synchronised before and after: the host's work counts too, as it does for the caller.
+    Autotune and conv2d's measured Winograd tile use it."""
+    run()
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     began = time.perf_counter()
     for _ in range(repeats):
@@ -294,7 +297,7 @@ def _autotuned(op: str, device: torch.device, prepare, run_torch, shape_key: Has
             except (TypeError, ValueError, NotImplementedError):
                 pass  # does not cover this call
         with torch.no_grad():
-            times = {name: _elapsed(run, device) for name, run in candidates.items()}
+            times = {name: elapsed_seconds(run, device) for name, run in candidates.items()}
         chosen = _AUTOTUNED[cache_key] = min(times, key=times.get)
     if chosen != "torch":
         try:

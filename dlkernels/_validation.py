@@ -8,7 +8,9 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_tensor(op: str, name: str, value, *, ranks: Sequence[int], dtypes=FLOAT_DTYPES) -> torch.Tensor:
+def check_tensor(op: str, name: str, value, *, ranks: Sequence[int], dtypes=FLOAT_DTYPES,
+                 like: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor of one of `ranks`, `dtypes`, not empty; with `like`, also of its dtype and device."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dim() not in ranks:
@@ -19,6 +21,10 @@ def check_tensor(op: str, name: str, value, *, ranks: Sequence[int], dtypes=FLOA
         raise TypeError(f"{op}: {name} has unsupported dtype {value.dtype}; supported: {names}")
     if value.numel() == 0:
         raise ValueError(f"{op}: {name} must not be empty, got shape {tuple(value.shape)}")
+    if like is not None and value.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} dtype {value.dtype} does not match the input's {like.dtype}")
+    if like is not None and value.device != like.device:
+        raise ValueError(f"{op}: {name} is on {value.device} but the input is on {like.device}")
     return value
 
 

@@ -21,16 +21,14 @@ the slope from the saved output's sign (so the slope must be >= 0 for our kernel
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from dlkernels._backends import autotune_enabled, dispatch, implementation
+from dlkernels._backends import autotune_enabled, dispatch, elapsed_seconds, implementation
 from dlkernels._library import define
-from dlkernels._validation import FLOAT_DTYPES, as_layout, layout_of, pair
+from dlkernels._validation import as_layout, check_tensor, layout_of, pair
 
 OP = "conv2d"
 ALGOS = ("auto", "direct", "winograd", "winograd_2x2", "winograd_4x4")
@@ -219,22 +217,6 @@ def _padding(padding, weight: Tensor, dilation: tuple[int, int], stride: tuple[i
     return pads, pads
 
 
-def _check_tensor(name: str, value, like: Tensor | None, ranks) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{OP}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dim() not in ranks:
-        raise ValueError(f"{OP}: {name} must be {' or '.join(f'{r}-D' for r in ranks)}, got shape {tuple(value.shape)}")
-    if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{OP}: {name} has unsupported dtype {value.dtype}; supported: float16, bfloat16, float32, "
-                        "float64")
-    if value.numel() == 0:
-        raise ValueError(f"{OP}: {name} must not be empty, got shape {tuple(value.shape)}")
-    if like is not None and value.dtype != like.dtype:
-        raise TypeError(f"{OP}: {name} dtype {value.dtype} does not match the input's {like.dtype}")
-    if like is not None and value.device != like.device:
-        raise ValueError(f"{OP}: {name} is on {value.device} but the input is on {like.device}")
-
-
 def _winograd_eligible(weight: Tensor, stride, dilation, groups: int) -> bool:
     return tuple(weight.shape[2:]) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
 
@@ -257,26 +239,10 @@ def set_benchmark(enabled: bool) -> None:
     _MEASURED_TILES.clear()
 
 
-def _elapsed_seconds(fn, device: torch.device, repeats: int = 5) -> float:
-    fn()  # warm-up: Triton compiles and autotunes here
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(repeats):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    began = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return time.perf_counter() - began
-
-
 def _measured_tile(candidates: list[int], run, key: tuple, device: torch.device) -> int:
     if key not in _MEASURED_TILES:
         with torch.no_grad():
-            times = {tile: _elapsed_seconds(lambda: run(tile), device) for tile in candidates}
+            times = {tile: elapsed_seconds(lambda: run(tile), device) for tile in candidates}
         _MEASURED_TILES[key] = min(times, key=times.get)
     return _MEASURED_TILES[key]
 
@@ -333,12 +299,12 @@ def _check_activation(activation, negative_slope) -> None:
 
 
 def _validate(input, weight, bias, residual, groups, algo, activation, negative_slope) -> None:
-    _check_tensor("input", input, None, (3, 4))
-    _check_tensor("weight", weight, input, (4,))
+    check_tensor(OP, "input", input, ranks=(3, 4))
+    check_tensor(OP, "weight", weight, ranks=(4,), like=input)
     if bias is not None:
-        _check_tensor("bias", bias, input, (1,))
+        check_tensor(OP, "bias", bias, ranks=(1,), like=input)
     if residual is not None:
-        _check_tensor("residual", residual, input, (input.dim(),))
+        check_tensor(OP, "residual", residual, ranks=(input.dim(),), like=input)
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{OP}: groups must be a positive int, got {groups!r}")
     channels, filters = input.shape[-3], weight.shape[0]
