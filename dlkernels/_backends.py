@@ -235,6 +235,12 @@ def elapsed_seconds(run: Callable[[], Any], device: torch.device, repeats: int =
 _CPU = torch.device("cpu")
 
 
+def capturing() -> bool:
+    """True while the current CUDA stream captures a graph: nothing may read device values on the host
+    (a sync fails the capture) or time kernels then. Called only on the paths that would read or time."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def auto_runs_torch_now(backend: str, like) -> bool:
     """True when dispatch() would run torch's op with nothing else to do: backend "auto", a plain CPU tensor, no
     explain() recording. Public ops test this first and call torch directly, skipping the closures dispatch()
@@ -260,7 +266,7 @@ def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], 
                 _note(op, "torch", f"auto: {kind} tensors run torch's own kernels (ours are references there)")
             return run_torch()
         device = like.device
-        if _AUTOTUNE["enabled"] and key is not None and not torch.compiler.is_compiling():
+        if _AUTOTUNE["enabled"] and key is not None and not torch.compiler.is_compiling() and not capturing():
             return _autotuned(op, device, prepare, run_torch, key())
         chosen, reason = _policy_choice(op, like)
         if chosen == "torch":

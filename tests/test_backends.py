@@ -80,6 +80,16 @@ def test_autotune_measures_once_per_shape_and_keeps_the_fastest(gpu):
     assert _call(gpu, cost=cost, refuse=("cuda",)) == "triton"
 
 
+def test_autotune_does_not_time_candidates_while_a_cuda_graph_is_captured(gpu, monkeypatch):
+    """Timing synchronises, which a capture forbids: the committed policy decides then (here: torch)."""
+    dlkernels.autotune(True)
+    monkeypatch.setattr(_backends, "capturing", lambda: True)
+    ran = []
+    assert _call(gpu, cost={"torch": 0.004, "cuda": 0.0, "triton": 0.002}, ran=ran) == "torch" and ran == ["torch"]
+    monkeypatch.setattr(_backends, "capturing", lambda: False)
+    assert _call(gpu, cost={"torch": 0.004, "cuda": 0.0, "triton": 0.002}, ran=ran) == "cuda"  # then it measures
+
+
 def test_named_backends_run_or_raise_and_never_fall_back(gpu):
     assert _call(gpu, backend="triton") == "triton"
     assert _call(gpu, backend="torch") == "torch"

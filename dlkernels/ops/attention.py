@@ -27,7 +27,7 @@ from torch import Tensor
 
 import torch.nn.functional as F
 
-from dlkernels._backends import auto_runs_torch_now, dispatch, implementation
+from dlkernels._backends import auto_runs_torch_now, capturing, dispatch, implementation
 from dlkernels._library import define
 
 OP = "attention"
@@ -151,7 +151,9 @@ def _check_cu_seqlens(op: str, name: str, cu: Tensor, total: int, batch: int | N
     if batch is not None and cu.numel() != batch + 1:
         raise ValueError(f"{op}: cu_seqlens_q and cu_seqlens_k must have the same length, got {batch + 1} and "
                          f"{cu.numel()}")
-    if not torch.compiler.is_compiling():  # a value check needs the data: skipped while tracing
+    # A value check reads the data on the host: skipped while tracing and while a CUDA graph is captured (the
+    # GPU kernels then fill a sequence longer than max_seqlen with NaN rather than read past it).
+    if not torch.compiler.is_compiling() and not capturing():
         values = cu.tolist()
         if values[0] != 0 or values[-1] != total or any(b < a for a, b in zip(values, values[1:])):
             raise ValueError(f"{op}: {name} must start at 0, never decrease and end at the number of tokens "
@@ -161,12 +163,13 @@ def _check_cu_seqlens(op: str, name: str, cu: Tensor, total: int, batch: int | N
 
 def _max_seqlen(op: str, name: str, given, cu: Tensor) -> int:
     if given is None:
-        if torch.compiler.is_compiling():
-            raise ValueError(f"{op}: {name} must be given under torch.compile (it cannot be read from cu_seqlens)")
+        if torch.compiler.is_compiling() or capturing():
+            raise ValueError(f"{op}: {name} must be given under torch.compile and in CUDA graph capture (it cannot "
+                             "be read from cu_seqlens there)")
         return int((cu[1:] - cu[:-1]).max())
     if not isinstance(given, int) or isinstance(given, bool) or given < 1:
         raise ValueError(f"{op}: {name} must be a positive int, got {given!r}")
-    if not torch.compiler.is_compiling() and int((cu[1:] - cu[:-1]).max()) > given:
+    if not torch.compiler.is_compiling() and not capturing() and int((cu[1:] - cu[:-1]).max()) > given:
         raise ValueError(f"{op}: {name}={given} is smaller than the longest sequence in cu_seqlens")
     return given
 
@@ -205,6 +208,9 @@ def _prepare(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn
     _check_qkv(op, q, k, v, varlen)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p!r}")
+    if dropout_p > 0 and capturing():
+        raise NotImplementedError(f"{op}: dropout in a CUDA graph: our kernels take their seed from the host, so "
+                                  "every replay would drop the same elements; backend='auto' or 'torch' runs it")
     head_dim = q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     if varlen:

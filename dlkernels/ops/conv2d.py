@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from dlkernels._backends import autotune_enabled, dispatch, elapsed_seconds, implementation
+from dlkernels._backends import autotune_enabled, capturing, dispatch, elapsed_seconds, implementation
 from dlkernels._library import define
 from dlkernels._validation import as_layout, check_tensor, layout_of, pair
 
@@ -393,7 +393,8 @@ def _prepare(input, weight, bias, stride, padding, dilation, groups, algo, activ
         slope = float(negative_slope) if activation == "leaky_relu" else 0.0  # ReLU is slope 0
         accurate = ACCURATE_WINOGRAD_TILES[precision_of(x.dtype, allow_tf32)]
         if (algo == "auto" and (_BENCHMARK["enabled"] or autotune_enabled()) and accurate
-                and _winograd_eligible(weight, stride, dilation, groups) and not torch.compiler.is_compiling()):
+                and _winograd_eligible(weight, stride, dilation, groups) and not torch.compiler.is_compiling()
+                and not capturing()):  # timing syncs: a graph capture keeps the heuristic's tile
             key = (tuple(x.shape), tuple(weight.shape), x.dtype, channels_last, tuple(begin), tuple(output_size),
                    allow_tf32, backend)
             launch = lambda t: _conv2d(x_, w, bias_, res_, list(stride), list(begin), list(dilation), groups,  # noqa: E731

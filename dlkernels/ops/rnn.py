@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from dlkernels._backends import dispatch, implementation
+from dlkernels._backends import capturing, dispatch, implementation
 from dlkernels._library import define
 from dlkernels._validation import FLOAT_DTYPES
 
@@ -214,6 +214,9 @@ def _check_lengths(op: str, lengths, batch: int, steps: int, device: torch.devic
         raise TypeError(f"{op}: lengths must be an integer tensor, got dtype {lengths.dtype}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"{op}: lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
+    if capturing():  # the range check reads lengths on the host, and a host copy to the GPU cannot be captured
+        raise ValueError(f"{op}: lengths cannot be checked while a CUDA graph is captured; pad the sequences "
+                         "(lengths=None) or run eagerly")
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1 or high > steps:
         raise ValueError(f"{op}: lengths must lie in [1, {steps}] (the padded sequence length), got values in "
