@@ -291,13 +291,17 @@ def table(results: list[Result]) -> str:
 
 
 def git_commit() -> str:
+    """HEAD's short hash, with "+changes" when tracked files differ from it (the run tests the working tree)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return head.stdout.strip() or "unknown"
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip()
+    return (head.stdout.strip() or "unknown") + ("+changes" if changed else "")
 
 
-def report(results: list[Result], command: str, seconds: float, baseline_failures: dict[str, list[str]]) -> dict:
+def report(results: list[Result], command: str, seconds: float, baseline_failures: dict[str, list[str]],
+           commit: str) -> dict:
     killed, counted = score(results)
-    return {"command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    return {"command": command, "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wall_seconds": round(seconds), "killed": killed, "counted": counted,
             "score_percent": round(100 * killed / max(counted, 1), 1), "baseline_failures": baseline_failures,
             "results": [asdict(r) for r in results]}
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     mutants = select(args.family, args.mutant)
     if args.prebuilt_lib and any(m.native for m in mutants):
         parser.error("--prebuilt-lib cannot run mutants of csrc/ (they need a rebuilt library)")
-    started = time.monotonic()
+    started, commit = time.monotonic(), git_commit()  # the tree the workers copy, not the one at the end
     baseline_failures: dict[str, list[str]] = {}
     results = run(mutants, args.jobs, args.timeout, args.workdir, not args.no_baseline, args.tests, args.prebuilt_lib,
                   baseline_failures=baseline_failures)
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         command = "python -m tests.mutation.run " + " ".join(argv if argv is not None else sys.argv[1:])
-        data = report(results, command.strip(), time.monotonic() - started, baseline_failures)
+        data = report(results, command.strip(), time.monotonic() - started, baseline_failures, commit)
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 
