@@ -241,12 +241,14 @@ def capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def auto_runs_torch_now(backend: str, like) -> bool:
-    """True when dispatch() would run torch's op with nothing else to do: backend "auto", a plain CPU tensor, no
-    explain() recording. Public ops test this first and call torch directly, skipping the closures dispatch()
-    takes (about 0.5 us of a 1.5 us pooling call on tiny inputs). Subclasses (Parameter, FakeTensor) take the
-    general path."""
-    return backend == "auto" and type(like) is torch.Tensor and not like.is_cuda and not _RECORDING
+def runs_torch_now(backend: str, like) -> bool:
+    """True when dispatch() would run torch's op with nothing else to do: backend "torch", or "auto" on a plain
+    CPU tensor; never while explain() records. Public ops test this first and call torch directly, skipping the
+    closures dispatch() takes (about 0.5 us of a 1.5 us pooling call on tiny inputs). Subclasses (Parameter,
+    FakeTensor) take the general path under "auto"."""
+    if _RECORDING:
+        return False
+    return backend == "torch" or (backend == "auto" and type(like) is torch.Tensor and not like.is_cuda)
 
 
 def dispatch(op: str, backend: str, like, prepare: Callable[[str], Callable[[], T]], run_torch: Callable[[], T],

@@ -27,7 +27,7 @@ from torch import Tensor
 
 import torch.nn.functional as F
 
-from dlkernels._backends import auto_runs_torch_now, capturing, dispatch, implementation
+from dlkernels._backends import runs_torch_now, capturing, dispatch, implementation
 from dlkernels._library import define
 
 OP = "attention"
@@ -305,6 +305,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, scale: f
     backend: "auto", "cuda", "triton", "reference" or "torch" (the same computation composed from torch ops;
     its dropout draws torch's own mask, not our Philox one).
     """
+    if runs_torch_now(backend, q):  # what dispatch would run, without building its closures
+        out, lse = _torch_attention(q, k, v, causal=causal, scale=scale, dropout_p=dropout_p, attn_mask=attn_mask,
+                                    cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, want_lse=return_lse)
+        return (out, lse) if return_lse else out
+
     def prepare(chosen: str):
         return _prepare(OP, q, k, v, causal=causal, causal_bottom_right=True, scale=scale, dropout_p=dropout_p,
                         attn_mask=attn_mask, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
@@ -378,7 +383,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     heads) are flattened into the batch. "auto" runs torch's SDPA for every call ours do not cover."""
     # enable_gqa is passed on only when set: torch < 2.5 has no such argument.
     gqa = {"enable_gqa": True} if enable_gqa else {}
-    if auto_runs_torch_now(backend, query):
+    if runs_torch_now(backend, query):
         return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **gqa)
     return dispatch(
         "scaled_dot_product_attention", backend, query,

@@ -12,7 +12,7 @@ from torch import Tensor
 
 import torch.nn.functional as F
 
-from dlkernels._backends import auto_runs_torch_now, dispatch, implementation
+from dlkernels._backends import runs_torch_now, dispatch, implementation
 from dlkernels._enums import PoolMode
 from dlkernels._library import define
 from dlkernels._validation import as_layout, check_tensor, layout_of, pair
@@ -242,7 +242,7 @@ def _restore_rank(input: Tensor, out: Tensor) -> Tensor:
 def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False, *, backend: str = "auto"):
     """torch.nn.functional.max_pool2d; `backend` is "auto", "cuda", "triton", "reference" or "torch"."""
-    if auto_runs_torch_now(backend, input):
+    if runs_torch_now(backend, input):
         return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
                             return_indices=return_indices)
     def prepare(chosen: str):
@@ -268,7 +268,7 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1, c
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None, *, backend: str = "auto"):
     """torch.nn.functional.avg_pool2d; `backend` is "auto", "cuda", "triton", "reference" or "torch"."""
-    if auto_runs_torch_now(backend, input):
+    if runs_torch_now(backend, input):
         return F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
     def prepare(chosen: str):
         if divisor_override is not None and (isinstance(divisor_override, bool)
@@ -289,7 +289,7 @@ def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bo
 
 def adaptive_avg_pool2d(input: Tensor, output_size, *, backend: str = "auto"):
     """torch.nn.functional.adaptive_avg_pool2d (None in output_size keeps that input size)."""
-    if auto_runs_torch_now(backend, input):
+    if runs_torch_now(backend, input):
         return F.adaptive_avg_pool2d(input, output_size)
     op = "adaptive_avg_pool2d"
 
