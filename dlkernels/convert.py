@@ -18,6 +18,7 @@ DROP_INS: dict[type, tuple[type, dict]] = {
     nn.AvgPool2d: (dnn.AvgPool2d, {}),
     nn.AdaptiveAvgPool2d: (dnn.AdaptiveAvgPool2d, {}),
     nn.BatchNorm2d: (dnn.BatchNormReLU2d, {"activation": None}),
+    nn.SyncBatchNorm: (dnn.SyncBatchNormReLU2d, {"activation": None}),
     nn.MultiheadAttention: (dnn.MultiheadAttention, {}),
     nn.LSTM: (dnn.LSTM, {}),
     nn.GRU: (dnn.GRU, {}),
@@ -36,7 +37,8 @@ def _constructor_args(module: nn.Module, cls: type) -> dict:
     args = {name: getattr(module, name) for name in names if hasattr(module, name)}
     if cls in (dnn.Conv2d, dnn.ConvTranspose2d):  # bias=True is kept as the tensor (or None) under that name
         args["bias"] = module.bias is not None
-    if cls is dnn.BatchNormReLU2d:  # likewise BatchNorm2d(bias=False) (torch >= 2.13); no tensors at all without affine
+    # likewise BatchNorm2d(bias=False) (torch >= 2.13); no tensors at all without affine
+    if cls in (dnn.BatchNormReLU2d, dnn.SyncBatchNormReLU2d):
         args["bias"] = module.bias is not None or not module.affine
     if cls is dnn.MultiheadAttention:  # these two live only as tensors (or None)
         args["bias"] = module.in_proj_bias is not None
@@ -54,11 +56,11 @@ def _replace(module: nn.Module, cls: type, extra: dict, backend: str) -> nn.Modu
 
 
 def _fuse_relu(model: nn.Sequential) -> None:
-    """In a Sequential, BatchNorm2d or Conv2d then ReLU or LeakyReLU becomes one fused module and an Identity (same
-    keys). A LeakyReLU with a negative slope stays torch's: our kernels' backward needs slope >= 0."""
+    """In a Sequential, (Sync)BatchNorm2d or Conv2d then ReLU or LeakyReLU becomes one fused module and an Identity
+    (same keys). A LeakyReLU with a negative slope stays torch's: our kernels' backward needs slope >= 0."""
     children = list(model.named_children())
     for (name, child), (next_name, following) in zip(children, children[1:]):
-        fusable = type(child) in (dnn.BatchNormReLU2d, dnn.Conv2d) and child.activation is None
+        fusable = type(child) in (dnn.BatchNormReLU2d, dnn.SyncBatchNormReLU2d, dnn.Conv2d) and child.activation is None
         if fusable and type(following) is nn.ReLU:
             child.activation = "relu"
             setattr(model, next_name, nn.Identity())
@@ -79,11 +81,11 @@ def _has_drop_in(module: nn.Module) -> bool:
 def convert(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     """Return `model` with every supported torch.nn module swapped for its drop-in (in place for children).
 
-    Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; a Conv2d or
-    BatchNorm2d directly followed by ReLU or LeakyReLU (slope >= 0) inside an nn.Sequential runs as one fused
-    kernel. Modules without a
-    drop-in are left as they are, and so are configurations the kernels do not run (LSTM with proj_size,
-    MultiheadAttention whose head dim is not one of HEAD_DIMS).
+    Parameters and buffers are carried over, so outputs and state_dict keys are unchanged; a Conv2d,
+    BatchNorm2d or SyncBatchNorm directly followed by ReLU or LeakyReLU (slope >= 0) inside an nn.Sequential runs
+    as one fused kernel (nn.SyncBatchNorm becomes SyncBatchNormReLU2d: statistics over the process group, as
+    torch's). Modules without a drop-in are left as they are, and so are configurations the kernels do not run
+    (LSTM with proj_size, MultiheadAttention whose head dim is not one of HEAD_DIMS).
     """
     if type(model) in DROP_INS and _has_drop_in(model):
         cls, extra = DROP_INS[type(model)]

@@ -74,7 +74,7 @@ class Layers:
 
     @staticmethod
     def add_relu(bn: nn.Module, x, residual):
-        if isinstance(bn, dnn.BatchNormAddReLU2d):
+        if isinstance(bn, (dnn.BatchNormAddReLU2d, dnn.SyncBatchNormAddReLU2d)):
             return bn(x, residual)
         return (bn(x) + residual).relu()
 

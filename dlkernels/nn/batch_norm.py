@@ -1,9 +1,24 @@
-"""BatchNorm2d fused with ReLU or LeakyReLU (and a residual add): torch.nn.BatchNorm2d's arguments and state_dict."""
+"""BatchNorm2d fused with ReLU or LeakyReLU (and a residual add): torch.nn.BatchNorm2d's arguments and state_dict;
+the SyncBatchNorm variants take torch.nn.SyncBatchNorm's."""
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from dlkernels.ops.batch_norm import batch_norm_relu
+from dlkernels.ops.sync_batch_norm import sync_batch_norm_relu
+
+
+def _bookkeeping(bn: nn.modules.batchnorm._BatchNorm):
+    """torch.nn.modules.batchnorm._BatchNorm.forward's bookkeeping: counts the batch, and returns the momentum, whether
+    the batch's own statistics normalise it, and the running statistics to pass (None when not to be touched)."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    keep_running = not bn.training or bn.track_running_stats
+    return momentum, use_batch_stats, bn.running_mean if keep_running else None, \
+        bn.running_var if keep_running else None
 
 
 class BatchNormReLU2d(nn.BatchNorm2d):
@@ -27,18 +42,10 @@ class BatchNormReLU2d(nn.BatchNorm2d):
 
     def _normalize(self, input: Tensor, residual: Tensor | None) -> Tensor:
         self._check_input_dim(input)
-        # Same bookkeeping as torch.nn.modules.batchnorm._BatchNorm.forward.
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        keep_running = not self.training or self.track_running_stats
-        return batch_norm_relu(input, self.running_mean if keep_running else None,
-                               self.running_var if keep_running else None, self.weight, self.bias,
-                               use_batch_stats, momentum, self.eps, residual=residual,
-                               activation=self.activation, negative_slope=self.negative_slope,
-                               backend=self.backend)
+        momentum, use_batch_stats, running_mean, running_var = _bookkeeping(self)
+        return batch_norm_relu(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, momentum,
+                               self.eps, residual=residual, activation=self.activation,
+                               negative_slope=self.negative_slope, backend=self.backend)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._normalize(input, None)
@@ -53,3 +60,83 @@ class BatchNormAddReLU2d(BatchNormReLU2d):
 
     def forward(self, input: Tensor, residual: Tensor) -> Tensor:
         return self._normalize(input, residual)
+
+
+class SyncBatchNormReLU2d(nn.SyncBatchNorm):
+    """act(SyncBatchNorm(x)): torch.nn.SyncBatchNorm's arguments, state_dict and semantics on our fused kernels,
+    with BatchNormReLU2d's activation, negative_slope and backend.
+
+    In training, with torch.distributed initialised and more than one process in `process_group` (None: the
+    default group), the batch statistics are those of the whole batch across the processes (the per-process
+    sums of our kernels, gathered; see dlkernels/ops/sync_batch_norm.py) and the input gradient accounts for
+    them; weight and bias gradients are each process's own, as torch's (DDP averages them). Otherwise (eval,
+    one process) it is BatchNormReLU2d. Any input of 2 or more dimensions (N, C, ...), as torch's; CPU tensors
+    too, which torch's nn.SyncBatchNorm refuses.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 process_group=None, device=None, dtype=None, *, bias: bool = True, activation: str | None = "relu",
+                 negative_slope: float = 0.01, backend: str = "auto"):
+        without_bias = {} if bias else {"bias": False}
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, process_group, device, dtype,
+                         **without_bias)
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.backend = backend
+
+    def _normalize(self, input: Tensor, residual: Tensor | None) -> Tensor:
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        shape = input.shape
+        if input.dim() > 4:  # (N, C, D, H, W) -> (N, C, D, H * W): a view in NCDHW and channels_last_3d
+            input = input.flatten(3)
+            residual = None if residual is None else residual.reshape(input.shape)
+        momentum, use_batch_stats, running_mean, running_var = _bookkeeping(self)
+        options = dict(residual=residual, activation=self.activation, negative_slope=self.negative_slope,
+                       backend=self.backend)
+        if self.training:  # as torch's: never synchronised in eval, even when normalising with batch statistics
+            out = sync_batch_norm_relu(input, running_mean, running_var, self.weight, self.bias, True, momentum,
+                                       self.eps, process_group=self.process_group, **options)
+        else:
+            out = batch_norm_relu(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                                  momentum, self.eps, **options)
+        return out.reshape(shape)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._normalize(input, None)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
+        return super().extra_repr() + f", activation={self.activation!r}{slope}"
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
+        """torch.nn.SyncBatchNorm.convert_sync_batchnorm for models built of our modules: BatchNormReLU2d becomes
+        SyncBatchNormReLU2d and BatchNormAddReLU2d SyncBatchNormAddReLU2d, keeping activation, slope, backend,
+        parameters, buffers and train/eval; torch's BatchNorm1d/2d/3d become SyncBatchNormReLU2d(activation=None).
+        (torch's own would turn ours into plain nn.SyncBatchNorm and drop the fused activation.)"""
+        if type(module) in _SYNC_OF:
+            target = _SYNC_OF[type(module)]
+            extra = {"activation": None, "backend": "auto"} if type(module) in _TORCH_BATCH_NORMS else \
+                {"activation": module.activation, "negative_slope": module.negative_slope, "backend": module.backend}
+            new = target(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                         process_group, bias=module.bias is not None or not module.affine, **extra)
+            # The very tensors, as torch's convert_sync_batchnorm: an optimizer built before still updates them.
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                setattr(new, name, tensor)
+            return new.train(module.training)
+        for name, child in module.named_children():
+            module.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return module
+
+
+class SyncBatchNormAddReLU2d(SyncBatchNormReLU2d):
+    """act(SyncBatchNorm(x) + residual): BatchNormAddReLU2d with the statistics of the whole batch."""
+
+    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
+        return self._normalize(input, residual)
+
+
+_TORCH_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_SYNC_OF = {BatchNormReLU2d: SyncBatchNormReLU2d, BatchNormAddReLU2d: SyncBatchNormAddReLU2d,
+            **{t: SyncBatchNormReLU2d for t in _TORCH_BATCH_NORMS}}

@@ -110,23 +110,24 @@ _batch_norm_relu = define(
 
 
 # ------------------------------------------------------------------------- public API
-def _check_per_channel(name: str, value, channels: int, device: torch.device) -> None:
+def _check_per_channel(name: str, value, channels: int, device: torch.device, op: str = "batch_norm_relu") -> None:
     if value is None:
         return
     if not isinstance(value, Tensor):
-        raise TypeError(f"batch_norm_relu: {name} must be a torch.Tensor or None, got {type(value).__name__}")
+        raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(value).__name__}")
     if value.shape != (channels,):
-        raise ValueError(f"batch_norm_relu: {name} must have shape ({channels},) to match the input's channels, "
+        raise ValueError(f"{op}: {name} must have shape ({channels},) to match the input's channels, "
                          f"got {tuple(value.shape)}")
     if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"batch_norm_relu: {name} has unsupported dtype {value.dtype}")
+        raise TypeError(f"{op}: {name} has unsupported dtype {value.dtype}")
     if value.device != device:
-        raise ValueError(f"batch_norm_relu: {name} is on {value.device} but input is on {device}")
+        raise ValueError(f"{op}: {name} is on {value.device} but input is on {device}")
 
 
 def _validate(input, running_mean, running_var, weight, bias, training, momentum, eps, residual, activation,
-              negative_slope):
-    op = "batch_norm_relu"
+              negative_slope, *, op: str = "batch_norm_relu", per_replica: bool = False):
+    """per_replica: the input is one replica's slice of a synchronised batch, which may be empty or hold one
+    value per channel (torch's SyncBatchNorm allows both)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() not in (2, 3, 4):
@@ -134,17 +135,17 @@ def _validate(input, running_mean, running_var, weight, bias, training, momentum
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: input has unsupported dtype {input.dtype}; supported: float16, bfloat16, "
                         "float32, float64")
-    if input.numel() == 0:
+    if input.numel() == 0 and not per_replica:
         raise ValueError(f"{op}: input must not be empty, got shape {tuple(input.shape)}")
     channels = input.shape[1]
     for name, value in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                         ("bias", bias)):
-        _check_per_channel(name, value, channels, input.device)
+        _check_per_channel(name, value, channels, input.device, op)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{op}: running_mean and running_var must both be given or both be None")
     if not training and running_mean is None:
         raise ValueError(f"{op}: running_mean and running_var are required when training=False")
-    if training and input.numel() // channels <= 1:
+    if training and not per_replica and input.numel() // channels <= 1:
         raise ValueError(f"{op}: expected more than 1 value per channel when training, got input of shape "
                          f"{tuple(input.shape)}")
     if residual is not None:
