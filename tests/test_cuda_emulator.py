@@ -1,0 +1,174 @@
+"""The implicit-GEMM convolution kernel (csrc/cuda/conv2d_kernels.cuh) run on the CPU by the warp
+emulator in tests/emulator, with its shared-memory race and cp.async pipeline detector. No GPU.
+
+tests/emulator/conv2d_emulate.cpp compiles the kernel's own source with g++ (through nvcc, for the
+CUDA headers): conv_gemm_kernel<ConvGemm<...>> with its cp.async chunk loaders, gather loaders,
+ldmatrix fragment loads, mma.sync m16n8k16 (fp16, bf16) and m16n8k8 (TF32) and staged epilogue. Each
+CUDA thread of a block is a fiber; the PTX instructions are the emulator's, with the PTX ISA's per-lane
+layouts (tests/emulator/tensor_core_emu.h). Every case compares with a plain-loop convolution within
+fp32-accumulation tolerance, and the race detector must report nothing (see warp_emu.h for what it
+flags and what it does not see).
+
+A check is only as good as the fault it catches: test_planted_fault compiles mutated copies of the
+kernel (or of the emulator) and shows each one fail:
+  - fragment-map         MmaThread::a_row_offset gives lanes 0 and 1 each other's A rows: wrong results;
+  - emulator-mma-layout  the emulator's mma A layout swaps the rows of lanes 0 and 4: wrong results
+                         (the emulator's layouts, not only the kernel's, are pinned by the results);
+  - main-loop-barrier    the __syncthreads() after cp_async_wait in the main loop deleted: the detector
+                         reports RAW (ldmatrix reads tiles other threads wrote in the same barrier
+                         interval) and WAR (the refill overwrites a stage still being read), with the
+                         cp.async loaders and with the gather loaders. The results are right: the
+                         emulator's schedule happens to finish the copies first, as a GPU often
+                         would; only the detector sees it;
+  - wait-group           cp_async_wait<kStages - 2> -> <kStages - 1>: the tile being computed is not
+                         waited for; the detector reports pending reads and the results are NaN;
+  - staging-barrier      the barrier between the main loop and the accumulator staging deleted: the
+                         staging stores overwrite ring bytes other warps still read (WAR);
+  - epilogue-barrier     the barrier between staging and the epilogue deleted: the epilogue's plain
+                         loads are not instrumented, so only the results catch it (they do);
+and over-waiting (cp_async_wait<kStages - 3>: slower, not wrong) passes.
+
+Cost: one build of the harness (about 10 s on 2 cores), about 0.1 s per case, and 7 mutant builds of
+the fp16-only harness (about 3 s each).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import cuda_tools as cuda
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EMULATOR = ROOT / "tests" / "emulator"
+KERNELS = ROOT / "csrc" / "cuda" / "conv2d_kernels.cuh"
+
+pytestmark = pytest.mark.skipif(cuda.NVCC is None, reason="nvcc is not installed")
+
+# g++ through nvcc's driver (a .cpp: no device pass). The kernel's device attributes and unroll
+# pragmas mean nothing to g++: silence those two warnings, keep the rest.
+FLAGS = ["-std=c++17", "-O1", f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc' / 'cuda'}",
+         "-Xcompiler", "-Wall,-Werror,-Wno-attributes,-Wno-unknown-pragmas"]
+
+
+def build(source: pathlib.Path, exe: pathlib.Path, *defines: str) -> pathlib.Path:
+    command = [cuda.NVCC, *FLAGS, *defines, str(source), "-o", str(exe)]
+    built = subprocess.run(command, capture_output=True, text=True)
+    assert built.returncode == 0, f"{' '.join(command)}\n{built.stdout}{built.stderr}"
+    return exe
+
+
+def run(exe: pathlib.Path, args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(exe), *args.split()], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> pathlib.Path:
+    return build(EMULATOR / "conv2d_emulate.cpp", tmp_path_factory.mktemp("emulator") / "conv2d_emulate")
+
+
+# Small, awkward shapes: odd channel counts, H != W, per-axis stride / padding / dilation, ragged
+# row, column and reduction tails, groups, every tile shape, both loaders, both layouts, every dtype
+# with a tensor-core path. `fast=1` is the cp.async loader (channels_last, C/groups a multiple of 16
+# bytes); `fast=0` the gather loader.
+GEOMETRY = "n=3 c=24 h=9 w=11 k=40 r=3 s=2 stride=1,2 pad=1,0 dil=2,1"
+CASES = {
+    # forward
+    "fwd-f16-nhwc-cpasync-epilogue": f"op=fwd dtype=f16 layout=nhwc fast=1 {GEOMETRY} epilogue=1",
+    "fwd-f16-nhwc-gather-odd": "op=fwd dtype=f16 layout=nhwc fast=0 n=2 c=7 h=9 w=6 k=13 r=2 s=3 stride=2,1 pad=0,2 dil=1,2",
+    "fwd-f16-nchw-gather-groups": "op=fwd dtype=f16 layout=nchw fast=0 n=2 c=10 h=7 w=8 k=6 r=3 s=1 pad=1,0 groups=2 epilogue=1",
+    "fwd-bf16-nhwc-cpasync-128x128": "op=fwd dtype=bf16 layout=nhwc fast=1 n=2 c=32 h=9 w=6 k=130 r=1 s=3 stride=2,1 pad=0,1 groups=2 tile=128x128",
+    "fwd-bf16-nhwc-cpasync-128x64": "op=fwd dtype=bf16 layout=nhwc fast=1 n=5 c=16 h=7 w=9 k=70 r=3 s=3 stride=1,1 pad=1,1 tile=128x64",
+    "fwd-bf16-nchw-gather": "op=fwd dtype=bf16 layout=nchw fast=0 n=2 c=5 h=11 w=4 k=9 r=3 s=2 stride=2,1 pad=2,1 dil=1,3",
+    "fwd-tf32-nhwc-cpasync": "op=fwd dtype=tf32 layout=nhwc fast=1 n=2 c=12 h=7 w=5 k=12 r=3 s=3 stride=1,2 pad=1,1",
+    "fwd-tf32-nchw-gather-groups": "op=fwd dtype=tf32 layout=nchw fast=0 n=2 c=6 h=7 w=5 k=10 r=3 s=3 groups=2",
+    # dgrad (A = grad_output through cp.async when channels_last and K/groups fits; B gathered)
+    "dgrad-f16-nhwc-cpasync": "op=dgrad dtype=f16 layout=nhwc fast=1 n=2 c=9 h=9 w=7 k=16 r=3 s=2 stride=2,1 pad=1,0 dil=1,2",
+    "dgrad-bf16-nchw-gather": "op=dgrad dtype=bf16 layout=nchw fast=0 n=2 c=9 h=9 w=7 k=11 r=3 s=2 stride=2,3 pad=1,2 dil=2,1",
+    "dgrad-tf32-nhwc-gather-groups": "op=dgrad dtype=tf32 layout=nhwc fast=0 n=2 c=12 h=6 w=5 k=6 r=2 s=2 stride=2,2 groups=3",
+    # wgrad (gather loaders only), split reduction included
+    "wgrad-f16-nhwc-split": "op=wgrad dtype=f16 layout=nhwc fast=0 n=3 c=9 h=9 w=7 k=11 r=3 s=2 stride=2,1 pad=1,0 splits=2",
+    "wgrad-bf16-nchw-groups": "op=wgrad dtype=bf16 layout=nchw fast=0 n=2 c=6 h=8 w=7 k=12 r=2 s=3 stride=1,2 pad=0,1 dil=2,1 groups=2",
+    "wgrad-tf32-nhwc": "op=wgrad dtype=tf32 layout=nhwc fast=0 n=2 c=5 h=6 w=7 k=9 r=3 s=3 pad=1,1 splits=3",
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_gemm_emulated(emulator, case):
+    ran = run(emulator, CASES[case])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+
+
+def test_bad_case_is_refused(emulator):
+    """A tile the planner never offers with the gather loader (128x64 is cp.async-only) is a bad
+    case (exit 2), not a silent pass."""
+    ran = run(emulator, "op=fwd dtype=f16 layout=nhwc fast=0 tile=128x64")
+    assert ran.returncode == 2, ran.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Planted faults: (file, old, new, case, what the output must show). Each `old` occurs exactly once.
+
+MAIN_LOOP_WAIT = "    cp_async_wait<kStages - 2>();\n    __syncthreads();\n"
+FAST = f"op=fwd dtype=f16 layout=nhwc fast=1 {GEOMETRY}"
+GATHER = f"op=fwd dtype=f16 layout=nchw fast=0 {GEOMETRY}"
+WRONG = r"[1-9]\d* of \d+ outputs wrong"
+MUTANTS = {
+    "fragment-map": ("conv2d_kernels.cuh", "return tile_offset(row0 + lane % 16, k_step * 32",
+                     "return tile_offset(row0 + (lane < 2 ? lane ^ 1 : lane) % 16, k_step * 32",
+                     [(FAST, WRONG), (GATHER, WRONG)]),
+    "emulator-mma-layout": ("tensor_core_emu.h", "      const int row = g + 8 * (q % 2);\n",
+                            "      const int row = (l == 0 ? 1 : l == 4 ? 0 : g) + 8 * (q % 2);\n",
+                            [(FAST, WRONG)]),
+    "main-loop-barrier": ("conv2d_kernels.cuh", MAIN_LOOP_WAIT, "    cp_async_wait<kStages - 2>();\n",
+                          [(FAST, r"raw: \d+[\s\S]*war: \d+"), (GATHER, r"raw: \d+[\s\S]*war: \d+")]),
+    "wait-group": ("conv2d_kernels.cuh", MAIN_LOOP_WAIT,
+                   "    cp_async_wait<kStages - 1>();\n    __syncthreads();\n",
+                   [(FAST, r"pending-read: \d+"), (FAST, WRONG)]),
+    "staging-barrier": ("conv2d_kernels.cuh", "  __syncthreads();  // the ring is free: reuse it for the staged accumulators\n",
+                        "", [(FAST, r"war: \d+"), (GATHER, r"war: \d+")]),
+    "epilogue-barrier": ("conv2d_kernels.cuh",
+                         "  compute.stage(smem, Gemm::kStagingRowBytes);\n  __syncthreads();\n",
+                         "  compute.stage(smem, Gemm::kStagingRowBytes);\n", [(FAST, WRONG)]),
+    "over-waiting-is-fine": ("conv2d_kernels.cuh", MAIN_LOOP_WAIT,
+                             "    cp_async_wait<kStages - 3>();\n    __syncthreads();\n", [(FAST, None)]),
+}
+
+
+def build_mutant(directory: pathlib.Path, name: str) -> pathlib.Path:
+    target, old, new, _ = MUTANTS[name]
+    directory.mkdir()
+    # The harness and its headers beside the mutated copy: quoted includes find the copy first.
+    for f in EMULATOR.iterdir():
+        if f.suffix in (".h", ".cpp"):
+            shutil.copy(f, directory)
+    shutil.copy(KERNELS, directory)
+    path = directory / target
+    text = path.read_text()
+    assert text.count(old) == 1, f"{name}: the planted fault's anchor is not unique in {target}"
+    path.write_text(text.replace(old, new))
+    return build(directory / "conv2d_emulate.cpp", directory / "conv2d_emulate", "-DDLK_EMULATE_F16_ONLY")
+
+
+@pytest.fixture(scope="module")
+def mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
+    root = tmp_path_factory.mktemp("mutants")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(build_mutant, root / name, name) for name in MUTANTS}
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_planted_fault(mutants, name):
+    for args, expected in MUTANTS[name][3]:
+        ran = run(mutants[name], args)
+        if expected is None:
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+        else:
+            assert ran.returncode == 1, f"{name} was not caught on {args}:\n{ran.stdout}{ran.stderr}"
+            assert re.search(expected, ran.stdout), f"{name} on {args}: expected /{expected}/ in\n{ran.stdout}"
