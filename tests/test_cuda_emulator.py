@@ -28,8 +28,11 @@ kernel (or of the emulator) and shows each one fail:
                          loads are not instrumented, so only the results catch it (they do);
 and over-waiting (cp_async_wait<kStages - 3>: slower, not wrong) passes.
 
-Cost: one build of the harness (about 10 s on 2 cores), about 0.1 s per case, and 7 mutant builds of
-the fp16-only harness (about 3 s each).
+test_warp_primitives checks ldmatrix.trans (which the conv kernel does not use) and the shuffles
+against plain products, the same way.
+
+Cost: one build of the harness (about 10 s on 2 cores), about 0.1 s per case, 7 mutant builds of
+the fp16-only harness (about 3 s each) and 2 small builds for the primitives.
 """
 from __future__ import annotations
 
@@ -102,6 +105,23 @@ def test_conv_gemm_emulated(emulator, case):
     ran = run(emulator, CASES[case])
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+
+
+def test_warp_primitives(tmp_path):
+    """ldmatrix.x4 (+ .trans), mma.sync f16/bf16 and shuffles composed as kernels use them, against
+    plain products (tests/emulator/primitives_check.cpp); and a planted fault in the emulator's
+    ldmatrix.trans (the two halves of a register swapped) must fail it."""
+    ran = run(build(EMULATOR / "primitives_check.cpp", tmp_path / "primitives_check"), "")
+    assert ran.returncode == 0 and ran.stdout.strip().endswith("ok"), ran.stdout + ran.stderr
+    for f in EMULATOR.glob("*.h"):
+        shutil.copy(f, tmp_path)
+    shutil.copy(EMULATOR / "primitives_check.cpp", tmp_path)
+    header = tmp_path / "tensor_core_emu.h"
+    old = "r = uint32_t(lo) | uint32_t(hi) << 16;"
+    assert header.read_text().count(old) == 1
+    header.write_text(header.read_text().replace(old, "r = uint32_t(hi) | uint32_t(lo) << 16;"))
+    ran = run(build(tmp_path / "primitives_check.cpp", tmp_path / "mutant"), "")
+    assert ran.returncode == 1 and "FAIL mma f16" in ran.stdout, ran.stdout + ran.stderr
 
 
 def test_bad_case_is_refused(emulator):
