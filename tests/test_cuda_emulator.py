@@ -7,7 +7,9 @@ ldmatrix fragment loads, mma.sync m16n8k16 (fp16, bf16) and m16n8k8 (TF32) and s
 CUDA thread of a block is a fiber; the PTX instructions are the emulator's, with the PTX ISA's per-lane
 layouts (tests/emulator/tensor_core_emu.h). Every case compares with a plain-loop convolution within
 fp32-accumulation tolerance, and the race detector must report nothing (see warp_emu.h for what it
-flags and what it does not see).
+flags and what it does not see). The exact SIMT math (fp32 without TF32, fp64) runs too; it reads
+shared memory with plain loads, which the detector does not see, so there only its stores and the
+results are checked.
 
 A check is only as good as the fault it catches: test_planted_fault compiles mutated copies of the
 kernel (or of the emulator) and shows each one fail:
@@ -76,7 +78,7 @@ def emulator(tmp_path_factory) -> pathlib.Path:
 
 # Small, awkward shapes: odd channel counts, H != W, per-axis stride / padding / dilation, ragged
 # row, column and reduction tails, groups, every tile shape, both loaders, both layouts, every dtype
-# with a tensor-core path. `fast=1` is the cp.async loader (channels_last, C/groups a multiple of 16
+# and both maths (mma.sync for fp16 / bf16 / tf32, SIMT for f32 / f64). `fast=1` is the cp.async loader (channels_last, C/groups a multiple of 16
 # bytes); `fast=0` the gather loader.
 GEOMETRY = "n=3 c=24 h=9 w=11 k=40 r=3 s=2 stride=1,2 pad=1,0 dil=2,1"
 CASES = {
@@ -97,6 +99,11 @@ CASES = {
     "wgrad-f16-nhwc-split": "op=wgrad dtype=f16 layout=nhwc fast=0 n=3 c=9 h=9 w=7 k=11 r=3 s=2 stride=2,1 pad=1,0 splits=2",
     "wgrad-bf16-nchw-groups": "op=wgrad dtype=bf16 layout=nchw fast=0 n=2 c=6 h=8 w=7 k=12 r=2 s=3 stride=1,2 pad=0,1 dil=2,1 groups=2",
     "wgrad-tf32-nhwc": "op=wgrad dtype=tf32 layout=nhwc fast=0 n=2 c=5 h=6 w=7 k=9 r=3 s=3 pad=1,1 splits=3",
+    # the exact SIMT math (fp32 without TF32, fp64): 256 threads, plain shared loads
+    "fwd-f32-simt-nhwc-cpasync-128x128": "op=fwd dtype=f32 layout=nhwc fast=1 n=2 c=12 h=7 w=5 k=12 r=3 s=3 stride=1,2 pad=1,1 tile=128x128",
+    "fwd-f64-simt-nchw-epilogue": "op=fwd dtype=f64 layout=nchw fast=0 n=2 c=7 h=7 w=5 k=9 r=3 s=2 stride=2,1 pad=1,1 dil=1,2 epilogue=1",
+    "dgrad-f64-simt-nhwc-cpasync": "op=dgrad dtype=f64 layout=nhwc fast=1 n=2 c=6 h=7 w=5 k=10 r=3 s=3 stride=2,2 pad=1,1",
+    "wgrad-f32-simt-nchw-split": "op=wgrad dtype=f32 layout=nchw fast=0 n=2 c=5 h=6 w=7 k=9 r=3 s=3 pad=1,1 splits=2",
 }
 
 

@@ -4,6 +4,10 @@
 // unchanged: its device branches (cp.async, ldmatrix, mma.sync) are selected by defining
 // __CUDA_ARCH__ for it, and resolve to the emulator's versions of tensor_core.cuh's wrappers.
 //
+// dtype: f16, bf16 and tf32 (fp32 data, allow_tf32) run the tensor-core math (4 warps, mma.sync);
+// f32 and f64 the exact SIMT math (256 threads, FMA on plain shared loads, which the race detector
+// does not see: only its stores are checked there).
+//
 // One case per run, from `key=value` arguments (see Case). Prints one summary line and, when the
 // detector finds anything, the findings; exit status 0 when the results match and the detector is
 // clean, 1 on a mismatch or a finding, 2 on a bad case (e.g. fast=1 where the planner would not
@@ -153,11 +157,13 @@ bool emulate(const Args& args, const GemmChoice& choice, dim3 grid, dlk_emu::Fin
   return status == Status::kOk && ok;
 }
 
+// Relative rounding of the output (fp16, bf16), of TF32 operands (10 mantissa bits), of fp32 sums.
 template <typename T>
-double tolerance_eps() {
+double tolerance_eps(bool tensor_cores) {
   if constexpr (std::is_same_v<T, __half>) return 1.0 / 2048;
   else if constexpr (std::is_same_v<T, __nv_bfloat16>) return 1.0 / 256;
-  else return 1.0 / 1024;  // fp32 through TF32 operands (10 mantissa bits)
+  else if constexpr (std::is_same_v<T, double>) return 1e-13;
+  else return tensor_cores ? 1.0 / 1024 : 1e-6;
 }
 
 template <typename T>
@@ -189,7 +195,7 @@ int run(const Case& cs) {
   const double slope = 0.125;
 
   GemmChoice choice;
-  choice.tensor_cores = true;
+  choice.tensor_cores = !(std::is_same_v<T, double> || cs.dtype == "f32");  // f32: exact SIMT; tf32: mma
   choice.channels_last = cs.channels_last;
   choice.tile = cs.tile;
   dlk_emu::Findings findings;
@@ -358,12 +364,13 @@ int run(const Case& cs) {
   if (kernel.empty()) return 2;  // no instantiation for this tile and loader (conv2d_tiles.cuh)
 
   // Within fp32 accumulation (and TF32 operand) error, plus the output's rounding to T.
-  const double eps = tolerance_eps<T>();
+  const double eps = tolerance_eps<T>(choice.tensor_cores);
   size_t bad = 0, first_bad = 0;
   double max_err = 0;
   for (size_t i = 0; i < out.size(); ++i) {
     const double err = std::fabs(out[i] - out_ref[i]);
-    const double tol = eps * std::fabs(out_ref[i]) + (std::is_same_v<T, float> ? eps : 1e-5) * out_abs[i] + 1e-6;
+    const double sum_eps = std::is_same_v<T, double> ? 1e-13 : std::is_same_v<T, float> ? std::max(eps, 1e-5) : 1e-5;
+    const double tol = eps * std::fabs(out_ref[i]) + sum_eps * out_abs[i] + (std::is_same_v<T, double> ? 1e-14 : 1e-6);
     if (!(err <= tol)) {
       if (bad++ == 0) first_bad = i;
     }
@@ -386,7 +393,7 @@ int run(const Case& cs) {
 int main(int argc, char** argv) {
   Case c;
   if (!parse(argc, argv, c)) {
-    std::fprintf(stderr, "usage: %s op=fwd|dgrad|wgrad dtype=f16|bf16|tf32 layout=nhwc|nchw fast=0|1 n= c= h= w= k= "
+    std::fprintf(stderr, "usage: %s op=fwd|dgrad|wgrad dtype=f16|bf16|tf32|f32|f64 layout=nhwc|nchw fast=0|1 n= c= h= w= k= "
                          "r= s= stride=h,w pad=h,w dil=h,w groups= splits= tile=64x64|128x64|128x128 epilogue=0|1 "
                          "detect=0|1 seed=\n", argv[0]);
     return 2;
@@ -395,7 +402,8 @@ int main(int argc, char** argv) {
   if (c.dtype == "f16") status = run<__half>(c);
 #ifndef DLK_EMULATE_F16_ONLY  // the planted-fault builds: one dtype compiles in a third of the time
   else if (c.dtype == "bf16") status = run<__nv_bfloat16>(c);
-  else if (c.dtype == "tf32") status = run<float>(c);
+  else if (c.dtype == "tf32" || c.dtype == "f32") status = run<float>(c);
+  else if (c.dtype == "f64") status = run<double>(c);
 #endif
   if (status == 2) std::printf("bad case\n");
   return status;
