@@ -216,6 +216,18 @@ def test_attention_grid_splits_sequences(batch, rows, block_rows, heads):
     assert len(firsts) == -(-batch // MAX_GRID_YZ)
 
 
+@pytest.mark.parametrize("block_rows", [16, 64])  # the backward's row terms and SIMT blocks; tensor-core rows
+@pytest.mark.parametrize("rows", [0, 1, 17])
+@pytest.mark.parametrize("batch", [65536, 2**31 - 1])
+def test_attention_backward_sequence_index_fits_int(block_rows, rows, batch):
+    """The backward kernels take their chunk's first sequence as an int and form b = blockIdx.z +
+    batch_offset in an int; a sequence without rows (no keys) plans no row blocks, so no launch."""
+    grid, firsts, sizes = _chunked(LIB.dlk_plan_attention_grid, rows, block_rows, 32, batch)
+    assert grid[0] == -(-rows // block_rows)
+    assert_covers_once(firsts, sizes, batch, MAX_GRID_YZ)
+    assert int(firsts[-1]) + int(sizes[-1]) - 1 <= INT32_MAX
+
+
 def test_attention_grid_refuses_too_many_heads():
     assert _chunked(LIB.dlk_plan_attention_grid, 128, 64, 65536, 4) is None
 

@@ -32,13 +32,12 @@ bool head_dim_supported(int head_dim) {
   return dispatch_int(AttentionHeadDimList{}, head_dim, false, [](auto) { return true; });
 }
 
-// Grid y / z carry heads and sequences (at most 65535 each).
-constexpr int kMaxGridYZ = 65535;
-
 bool params_are_valid(const AttentionBwdParams& p) {
   if (!head_dim_supported(p.head_dim)) return false;
   if (p.batch < 0 || p.heads_q <= 0 || p.heads_kv <= 0 || p.heads_q % p.heads_kv != 0) return false;
-  if (p.heads_q > kMaxGridYZ || p.batch > kMaxGridYZ) return false;
+  // Grid y carries heads (at most 65,535); grid z sequences, split over launches past 65,535
+  // (attention_bwd_kernel.cuh, launch_kernel).
+  if (p.heads_q > plan::kMaxGridYZ) return false;
   if (p.seqlen_q < 0 || p.seqlen_k < 0 || p.total_q < 0) return false;
   if ((p.cu_seqlens_q == nullptr) != (p.cu_seqlens_k == nullptr)) return false;
   if (p.cu_seqlens_q != nullptr && p.bias != nullptr) return false;  // bias is dense only

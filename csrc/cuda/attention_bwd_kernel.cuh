@@ -40,6 +40,7 @@
 #include "attention_common.cuh"
 #include "common.cuh"
 #include "dlk/attention.h"
+#include "dlk/launch_plan.h"
 #include "tensor_core.cuh"
 
 namespace dlk {
@@ -309,8 +310,9 @@ __device__ __forceinline__ void stage_accumulators(char* tile, const float (&acc
 constexpr int kRowTermsRows = 16;
 
 template <typename T>
-__global__ void __launch_bounds__(128) row_terms_kernel(const AttentionBwdParams p, float* row_terms) {
-  const int b = blockIdx.z, h = blockIdx.y;
+__global__ void __launch_bounds__(128) row_terms_kernel(const AttentionBwdParams p, float* row_terms,
+                                                        int batch_offset) {
+  const int b = int(blockIdx.z) + batch_offset, h = blockIdx.y;
   const AttentionSequence seq = attention_sequence(p, b);
   const RowTermsLayout layout = row_terms_layout(p);
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
@@ -335,7 +337,8 @@ __global__ void __launch_bounds__(128) row_terms_kernel(const AttentionBwdParams
 // Kernel 2 (tensor cores): dK and/or dV of one key block. Warp w owns keys 16w .. 16w + 15 of the
 // block; S^T (keys x queries) stays in its registers.
 template <typename T, int kHeadDim, bool kGradK, bool kGradV>
-__global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdParams p, const float* row_terms) {
+__global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdParams p, const float* row_terms,
+                                                              int batch_offset) {
   using Shape = TileShape<T, kHeadDim>;
   constexpr int kBlockK = kTcResidentRows;
   constexpr int kBlockQ = TensorCoreConfig<kHeadDim>::kDkdvBlockQ;
@@ -350,7 +353,7 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
   float* lse_tiles = reinterpret_cast<float*>(do_tiles + 2 * kBlockQ * Shape::kRowBytes);  // [2][kBlockQ]
   float* dsum_tiles = lse_tiles + 2 * kBlockQ;                                              // [2][kBlockQ]
 
-  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = int(blockIdx.z) + batch_offset;
   const AttentionSequence seq = attention_sequence(p, b);
   if (attention_sequence_too_long(p, seq)) {  // a caller's error: NaN gradients, not stale memory
     if (blockIdx.x == 0) {
@@ -521,7 +524,8 @@ __global__ void __launch_bounds__(kTcThreads) dkdv_tc_kernel(const AttentionBwdP
 // ---------------------------------------------------------------------------------------------
 // Kernel 3 (tensor cores): dQ of one query block. Warp w owns queries 16w .. 16w + 15.
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdParams p, const float* row_terms) {
+__global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdParams p, const float* row_terms,
+                                                            int batch_offset) {
   using Shape = TileShape<T, kHeadDim>;
   constexpr int kBlockQ = kTcResidentRows;
   constexpr int kBlockK = TensorCoreConfig<kHeadDim>::kDqBlockK;
@@ -533,7 +537,7 @@ __global__ void __launch_bounds__(kTcThreads) dq_tc_kernel(const AttentionBwdPar
   char* k_tiles = do_tile + kBlockQ * Shape::kRowBytes;      // [2 stages][kBlockK rows]
   char* v_tiles = k_tiles + 2 * kBlockK * Shape::kRowBytes;  // [2 stages][kBlockK rows]
 
-  const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int query_block = blockIdx.x, h = blockIdx.y, b = int(blockIdx.z) + batch_offset;
   const AttentionSequence seq = attention_sequence(p, b);
   if (attention_sequence_too_long(p, seq)) {
     if (blockIdx.x == 0)
@@ -709,7 +713,7 @@ constexpr int kDkdvSimtMinBlocks = kHeadDim <= 128 ? 3 : 1;
 
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kSimtThreads, kDkdvSimtMinBlocks<kHeadDim>)
-    dkdv_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
+    dkdv_simt_kernel(const AttentionBwdParams p, const float* row_terms, int batch_offset) {
   constexpr int kOwned = kSimtBlock * kHeadDim / kSimtThreads;  // output elements per thread
   static_assert(kSimtBlock * kHeadDim % kSimtThreads == 0, "whole outputs per thread");
   extern __shared__ __align__(16) char smem_raw[];
@@ -722,7 +726,7 @@ __global__ void __launch_bounds__(kSimtThreads, kDkdvSimtMinBlocks<kHeadDim>)
   float* lse_tile = ds_tile + kSimtBlock * kSimtBlock;
   float* dsum_tile = lse_tile + kSimtBlock;
 
-  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = blockIdx.z;
+  const int key_block = blockIdx.x, kv_head = blockIdx.y, b = int(blockIdx.z) + batch_offset;
   const AttentionSequence seq = attention_sequence(p, b);
   if (attention_sequence_too_long(p, seq)) {  // a caller's error: NaN gradients, not stale memory
     if (blockIdx.x == 0) {
@@ -809,8 +813,16 @@ __global__ void __launch_bounds__(kSimtThreads, kDkdvSimtMinBlocks<kHeadDim>)
   }
 }
 
+// Head dim 256: 3 CTAs per SM, as many as its 66 KiB of shared memory allows on sm_90 (2 on sm_80).
+// Left free, ptxas for sm_90a aims at 4 (128 registers) and spills in the key loop since the batch
+// offset keeps b in a register; 3 leave it 170. Other head dims: 0, no minimum (the PTX of a bare
+// __launch_bounds__(kSimtThreads)); a minimum of 1 would let ptxas double their registers.
+template <int kHeadDim>
+constexpr int kDqSimtMinBlocks = kHeadDim == 256 ? 3 : 0;
+
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBwdParams p, const float* row_terms) {
+__global__ void __launch_bounds__(kSimtThreads, kDqSimtMinBlocks<kHeadDim>)
+    dq_simt_kernel(const AttentionBwdParams p, const float* row_terms, int batch_offset) {
   constexpr int kOwned = kSimtBlock * kHeadDim / kSimtThreads;
   extern __shared__ __align__(16) char smem_raw[];
   float* q_tile = reinterpret_cast<float*>(smem_raw);
@@ -821,7 +833,7 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
   float* lse_tile = ds_tile + 2 * kSimtBlock * kSimtBlock;
   float* dsum_tile = lse_tile + kSimtBlock;
 
-  const int query_block = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int query_block = blockIdx.x, h = blockIdx.y, b = int(blockIdx.z) + batch_offset;
   const AttentionSequence seq = attention_sequence(p, b);
   if (attention_sequence_too_long(p, seq)) {
     if (blockIdx.x == 0)
@@ -897,8 +909,8 @@ __global__ void __launch_bounds__(kSimtThreads) dq_simt_kernel(const AttentionBw
 
 // ---------------------------------------------------------------------------------------------
 // Per-dtype entry points, explicitly instantiated in attention_bwd_{f16,bf16,f32}.cu (attention_bwd.cu
-// sees them as extern templates). The launcher has validated the params (head dim, heads, grid
-// limits) and, for tensor_cores, the 16-byte alignment of every tile pointer and stride.
+// sees them as extern templates). The launcher has validated the params (head dim, heads at most
+// grid.y's 65,535) and, for tensor_cores, the 16-byte alignment of every tile pointer and stride.
 
 // Larger of the dynamic shared memory of the two main kernels (compared with the device's limit).
 template <typename T>
@@ -913,20 +925,30 @@ size_t attention_backward_smem_bytes(int head_dim, bool tensor_cores) {
   return 0;
 }
 
-// One launch with `smem` bytes of dynamic shared memory (opted in above the 48 KiB default).
+// Grid (row blocks, heads, sequences), with `smem` bytes of dynamic shared memory (opted in above the
+// 48 KiB default). Grid z holds at most 65,535 sequences, so larger batches go to further launches
+// (plan::plan_attention_grid), each told its first sequence: a kernel's sequence is
+// b = blockIdx.z + batch_offset, and every per-sequence index (cu_seqlens, lse, row terms, dropout
+// tokens, bias, NaN fill) uses that absolute b.
 template <typename Kernel>
-Status launch_kernel(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+Status launch_kernel(Kernel kernel, const plan::AttentionGrid& grid, int threads, size_t smem, cudaStream_t stream,
                      const AttentionBwdParams& p, float* row_terms) {
-  if (grid.x == 0) return Status::kOk;  // nothing to do (e.g. no keys: dK, dV have no rows)
+  if (grid.row_blocks == 0) return Status::kOk;  // nothing to do (e.g. no keys: dK, dV have no rows)
+  if (!grid.valid()) return Status::kInvalidArgument;
   if (!allow_dynamic_smem(kernel, smem)) return Status::kLaunchFailed;
-  kernel<<<grid, threads, smem, stream>>>(p, row_terms);
-  return check_launch();
+  for (int64_t chunk = 0; chunk < grid.sequences.launches; ++chunk) {
+    const dim3 blocks(unsigned(grid.row_blocks), unsigned(grid.heads), unsigned(grid.sequences.size(chunk)));
+    kernel<<<blocks, threads, smem, stream>>>(p, row_terms, int(grid.sequences.first(chunk)));
+    const Status status = check_launch();
+    if (status != Status::kOk) return status;
+  }
+  return Status::kOk;
 }
 
 template <typename T, int kHeadDim>
 Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
   using Config = TensorCoreConfig<kHeadDim>;
-  const dim3 dkdv_grid(ceil_div_int(p.seqlen_k, kTcResidentRows), p.heads_kv, p.batch);
+  const plan::AttentionGrid dkdv_grid = plan::plan_attention_grid(p.seqlen_k, kTcResidentRows, p.heads_kv, p.batch);
   const size_t dkdv_smem = dkdv_smem_bytes<T, kHeadDim>();
   Status status;
   if constexpr (Config::kSplitDkdv) {
@@ -940,7 +962,7 @@ Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cu
                            row_terms);
   }
   if (status != Status::kOk) return status;
-  const dim3 dq_grid(ceil_div_int(p.seqlen_q, kTcResidentRows), p.heads_q, p.batch);
+  const plan::AttentionGrid dq_grid = plan::plan_attention_grid(p.seqlen_q, kTcResidentRows, p.heads_q, p.batch);
   return launch_kernel(dq_tc_kernel<T, kHeadDim>, dq_grid, kTcThreads, dq_smem_bytes<T, kHeadDim>(), stream, p,
                        row_terms);
 }
@@ -948,11 +970,11 @@ Status run_tensor_core_kernels(const AttentionBwdParams& p, float* row_terms, cu
 template <typename T, int kHeadDim>
 Status run_simt_kernels(const AttentionBwdParams& p, float* row_terms, cudaStream_t stream) {
   const size_t smem = simt_smem_bytes(kHeadDim);
-  const dim3 dkdv_grid(ceil_div_int(p.seqlen_k, kSimtBlock), p.heads_kv, p.batch);
+  const plan::AttentionGrid dkdv_grid = plan::plan_attention_grid(p.seqlen_k, kSimtBlock, p.heads_kv, p.batch);
   const Status status =
       launch_kernel(dkdv_simt_kernel<T, kHeadDim>, dkdv_grid, kSimtThreads, smem, stream, p, row_terms);
   if (status != Status::kOk) return status;
-  const dim3 dq_grid(ceil_div_int(p.seqlen_q, kSimtBlock), p.heads_q, p.batch);
+  const plan::AttentionGrid dq_grid = plan::plan_attention_grid(p.seqlen_q, kSimtBlock, p.heads_q, p.batch);
   return launch_kernel(dq_simt_kernel<T, kHeadDim>, dq_grid, kSimtThreads, smem, stream, p, row_terms);
 }
 
@@ -968,7 +990,7 @@ Status run_kernels(const AttentionBwdParams& p, float* row_terms, bool tensor_co
 template <typename T>
 Status run_attention_backward(const AttentionBwdParams& p, float* row_terms, bool tensor_cores,
                               cudaStream_t stream) {
-  const dim3 terms_grid(ceil_div_int(p.seqlen_q, kRowTermsRows), p.heads_q, p.batch);
+  const plan::AttentionGrid terms_grid = plan::plan_attention_grid(p.seqlen_q, kRowTermsRows, p.heads_q, p.batch);
   const Status status = launch_kernel(row_terms_kernel<T>, terms_grid, 128, 0, stream, p, row_terms);
   if (status != Status::kOk) return status;
   return dispatch_int(AttentionHeadDimList{}, p.head_dim, Status::kInvalidArgument, [&](auto head_dim) {
