@@ -62,7 +62,7 @@ class BatchNormAddReLU2d(BatchNormReLU2d):
         return self._normalize(input, residual)
 
 
-class SyncBatchNormReLU2d(nn.SyncBatchNorm):
+class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
     """act(SyncBatchNorm(x)): torch.nn.SyncBatchNorm's arguments, state_dict and semantics on our fused kernels,
     with BatchNormReLU2d's activation, negative_slope and backend.
 
@@ -71,22 +71,28 @@ class SyncBatchNormReLU2d(nn.SyncBatchNorm):
     sums of our kernels, gathered; see dlkernels/ops/sync_batch_norm.py) and the input gradient accounts for
     them; weight and bias gradients are each process's own, as torch's (DDP averages them). Otherwise (eval,
     one process) it is BatchNormReLU2d. Any input of 2 or more dimensions (N, C, ...), as torch's; CPU tensors
-    too, which torch's nn.SyncBatchNorm refuses.
+    too, which torch's nn.SyncBatchNorm refuses. Not an nn.SyncBatchNorm subclass: DistributedDataParallel
+    refuses those in CPU modules.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  process_group=None, device=None, dtype=None, *, bias: bool = True, activation: str | None = "relu",
                  negative_slope: float = 0.01, backend: str = "auto"):
         without_bias = {} if bias else {"bias": False}
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, process_group, device, dtype,
-                         **without_bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **without_bias)
+        self.process_group = process_group
         self.activation = activation
         self.negative_slope = negative_slope
         self.backend = backend
 
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+        if input.size(1) == 0:
+            raise ValueError("SyncBatchNormReLU2d: the input must have at least one channel")
+
     def _normalize(self, input: Tensor, residual: Tensor | None) -> Tensor:
         self._check_input_dim(input)
-        self._check_non_zero_input_channels(input)
         shape = input.shape
         if input.dim() > 4:  # (N, C, D, H, W) -> (N, C, D, H * W): a view in NCDHW and channels_last_3d
             input = input.flatten(3)
