@@ -171,7 +171,10 @@ class Detector {
 
   void report(Findings& f, const char* kind, int thread, uint32_t byte, const char* what, int other) {
     char text[256], detail[160];
-    std::snprintf(detail, sizeof(detail), what, other == kManyReaders ? -2 : other);
+    std::snprintf(detail, sizeof(detail), what, other);
+    if (other == kManyReaders) {
+      std::snprintf(detail, sizeof(detail), "writes a byte several threads read in the same barrier interval");
+    }
     std::snprintf(text, sizeof(text), "%s: thread %d, shared byte %u, epoch %u: %s", where, thread, byte, epoch_,
                   detail);
     f.add(kind, text);
@@ -325,7 +328,9 @@ class Block {
     Block& b = *g_block;
     (*b.body_)();
     Thread& th = b.self();
-    if (!th.open_group.empty() || !th.committed.empty()) {
+    bool in_flight = !th.open_group.empty();
+    for (const auto& group : th.committed) in_flight = in_flight || !group.empty();
+    if (in_flight) {
       char text[128];
       std::snprintf(text, sizeof(text), "thread %d exits with cp.async copies never waited for", b.current_);
       b.findings_.add("pipeline", text);
