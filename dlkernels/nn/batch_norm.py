@@ -106,7 +106,7 @@ class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
         else:
             out = batch_norm_relu(input, running_mean, running_var, self.weight, self.bias, use_batch_stats,
                                   momentum, self.eps, **options)
-        return out.reshape(shape)
+        return out if input.shape == shape else out.reshape(shape)  # not a view: FSDP2 warns of those
 
     def forward(self, input: Tensor) -> Tensor:
         return self._normalize(input, None)
