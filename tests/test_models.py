@@ -406,7 +406,7 @@ def test_ddpm_unet_loss_and_sampling():
 # ----------------------------------------------------------------------------- examples
 EXAMPLES = [("train_cnn", "MnistCNN"), ("train_rnn", "RowLSTM"), ("train_rnn", "CharLSTM"), ("train_gan", "mlp"),
             ("train_gan", "wgan-gp"), ("train_transformer", "gpt"), ("train_transformer", "bert"),
-            ("train_diffusion", "unet")]
+            ("train_diffusion", "unet"), ("train_ddp", "MnistCNN")]
 
 
 def test_every_example_is_tested():
