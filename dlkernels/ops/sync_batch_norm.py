@@ -134,8 +134,8 @@ class _SyncBatchNormReLU(torch.autograd.Function):
                                                                    channels_last, slope)
         else:
             sum_dy, sum_dy_xhat = torch.zeros_like(mean), torch.zeros_like(mean)
-        grad_weight = sum_dy_xhat.clone() if needs[1] else None  # the replica's own, as torch's SyncBatchNorm
-        grad_bias = sum_dy.clone() if needs[2] else None
+        grad_weight = sum_dy_xhat if needs[1] else None  # the replica's own, as torch's SyncBatchNorm
+        grad_bias = sum_dy if needs[2] else None
         grad_input = grad_residual = None
         want_residual = has_residual and needs[3]
         if needs[0] or want_residual:
