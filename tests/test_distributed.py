@@ -2,8 +2,9 @@
 batch, must end where one process training on the whole batches ends.
 
 MnistCNN under DistributedDataParallel and under FSDP2 (torch.distributed.fsdp.fully_shard, which runs on CPU and
-gloo in torch 2.13), and ResNet-18 with its BatchNorms converted to SyncBatchNormReLU2d under DDP, against the
-unconverted model in one process (BatchNorm over the whole batch). All on the C++ reference in float64; SGD with
+gloo in torch 2.13), ResNet-18 and the DCGAN pair with their BatchNorms converted to SyncBatchNormReLU2d under DDP,
+against the unconverted model in one process (BatchNorm over the whole batch), and RowLSTM and the GPT decoder
+under DDP. Classifiers take cross-entropy, the others a fixed random probe of their outputs per sample. All on the C++ reference in float64; SGD with
 momentum and weight decay, a few steps; dropout off (its masks cannot match between a split and a whole batch).
 Each rank's loss is the mean over its half, so DDP's and FSDP's gradient averaging gives the gradient of the mean
 over the whole batch. Tolerance: RTOL of each tensor's largest magnitude (+ ATOL for values that are zero in exact
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlkernels.models.registry import SPECS
+from dlkernels.models.registry import SPECS, outputs
 from dlkernels.nn import SyncBatchNormReLU2d
 
 from distributed_helpers import run_processes
@@ -42,15 +43,30 @@ def _batches(name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     batches = []
     for step in range(STEPS):
         (x,) = SPECS[name].inputs(batch=BATCH, dtype=torch.float64, seed=step)
-        x = x[..., :SIDE[name], :SIDE[name]].contiguous()
+        if name in SIDE:
+            x = x[..., :SIDE[name], :SIDE[name]].contiguous()
         batches.append((x, torch.randint(0, 10, (BATCH,), generator=torch.Generator().manual_seed(step))))
     return batches
 
 
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: slice, step: int) -> torch.Tensor:
+    """The mean over this rank's rows of a per-sample loss: cross-entropy for the classifiers, else sum(out * r)
+    with fixed random r per sample of the whole batch (the models' outputs all lead with the batch)."""
+    result = model(x[rows])
+    if isinstance(result, torch.Tensor) and result.shape == (len(y[rows]), 10):
+        return F.cross_entropy(result, y[rows])
+    g = torch.Generator().manual_seed(100 + step)
+    total = 0
+    for out in outputs(result):
+        probe = torch.randn((BATCH, *out.shape[1:]), generator=g, dtype=torch.float64)[rows]
+        total = total + (out * probe).sum()
+    return total / len(y[rows])
+
+
 def _train(model: nn.Module, batches, rows: slice) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-    for x, y in batches:
-        loss = F.cross_entropy(model(x[rows]), y[rows])
+    for step, (x, y) in enumerate(batches):
+        loss = _loss(model, x, y, rows, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -80,11 +96,14 @@ def _train_rank(rank: int, world: int, name: str, wrap: str) -> dict:
     return _state(model)
 
 
-CONFIGS = {"ddp": "MnistCNN", "fsdp2": "MnistCNN", "ddp+syncbn": "resnet18"}  # wrap -> model
+# label -> (wrap, model). The DCGAN pair has BatchNorm, so it trains with SyncBatchNorm; the others have none.
+CONFIGS = {"ddp": ("ddp", "MnistCNN"), "fsdp2": ("fsdp2", "MnistCNN"), "ddp+syncbn": ("ddp+syncbn", "resnet18"),
+           "ddp RowLSTM": ("ddp", "RowLSTM"), "ddp GPT": ("ddp", "GPT"),
+           "ddp+syncbn DCGAN32-G": ("ddp+syncbn", "DCGAN32-G"), "ddp+syncbn DCGAN32-D": ("ddp+syncbn", "DCGAN32-D")}
 
 
 def _train_all(rank: int, world: int) -> dict:
-    return {wrap: _train_rank(rank, world, name, wrap) for wrap, name in CONFIGS.items()}
+    return {label: _train_rank(rank, world, name, wrap) for label, (wrap, name) in CONFIGS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +112,20 @@ def two_processes(tmp_path_factory) -> list[dict]:
     return run_processes(tmp_path_factory.mktemp("gloo"), _train_all)
 
 
-def _check(wrap: str, ranks: list[dict]) -> None:
-    name = CONFIGS[wrap]
+def _check(label: str, ranks: list[dict]) -> None:
+    wrap, name = CONFIGS[label]
     single = _model(name)
     _train(single, _batches(name), slice(None))
     expected = _state(single)
     for rank, states in enumerate(ranks):
-        state = states[wrap]
+        state = states[label]
         assert state.keys() == expected.keys()
         for key, e in expected.items():
             error = (state[key] - e).abs().max().item()
             scale = e.abs().max().item()
             assert error <= RTOL * scale + ATOL, f"{name} {wrap} rank {rank} {key}: error {error:.3g} (scale {scale:.3g})"
     initial = _state(_model(name))
-    assert any((ranks[0][wrap][k] - v).abs().max() > 1e-3 for k, v in initial.items()), "nothing trained"
+    assert any((ranks[0][label][k] - v).abs().max() > 1e-3 for k, v in initial.items()), "nothing trained"
 
 
 def test_ddp_mnist_cnn_matches_one_process(two_processes):
@@ -120,3 +139,8 @@ def test_fsdp2_mnist_cnn_matches_one_process(two_processes):
 def test_ddp_resnet18_sync_batch_norm_matches_one_process(two_processes):
     """Every BatchNorm (and BatchNorm + residual + ReLU) synchronised: equal to BatchNorm on the whole batch."""
     _check("ddp+syncbn", two_processes)
+
+
+@pytest.mark.parametrize("label", ["ddp RowLSTM", "ddp GPT", "ddp+syncbn DCGAN32-G", "ddp+syncbn DCGAN32-D"])
+def test_ddp_rnn_transformer_and_gan_match_one_process(two_processes, label):
+    _check(label, two_processes)
