@@ -254,6 +254,24 @@ def test_bench_module_builds_cases():
     assert bench.directions_for(next(c for c in bench.CASES if c.kwargs["batch"] == 1)) == ("fwd",)
 
 
+def test_bench_compiles_our_models_in_both_modes(monkeypatch):
+    """The GPU rows of our models under torch.compile: the dlkernels model (on the row's backend) goes to
+    torch.compile with the row's mode (recorded here, not compiled: that needs the GPU run)."""
+    from dlkernels.bench import models as bench
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append((model, kw)) or model)
+    case = next(c for c in bench.SMALL_CASES if c.op == "LeNet5")
+    assert set(bench.COMPILED_VARIANTS.values()) == {(b, m) for b in ("cuda", "triton")
+                                                     for m in ("max-autotune", "reduce-overhead")}
+    monkeypatch.setitem(bench.COMPILED_VARIANTS, "reference_compile_reduce_overhead", ("reference", "reduce-overhead"))
+    out = bench.build(case, "reference_compile_reduce_overhead", "fwd", "cpu")()
+    (model, options), = compiled
+    assert options == {"mode": "reduce-overhead"}
+    assert any(type(m).__module__.startswith("dlkernels.nn") for m in model.modules())  # ours, not the twin
+    exact = bench.build(case, "torch", "fwd", "cpu", compute_dtype="float64")()
+    assert (out.double() - exact).abs().max() < 1e-5
+
+
 def test_impl_is_checked():
     with pytest.raises(ValueError, match="impl"):
         M.MnistCNN(impl="cudnn")

@@ -3,7 +3,8 @@
 Per model: inference at batch 1 ("fwd" only) and a training batch ("fwd" and "train": zero_grad, forward, loss,
 backward, SGD-with-momentum step), in float32 and bfloat16 (the whole model cast), NCHW and channels_last for the
 CNNs. Reference ("torch"): the impl="torch" twin, eager (cuDNN); further baseline "torch_compile":
-torch.compile of the twin. Ours: the dlkernels model on each backend, with the twin's state_dict.
+torch.compile of the twin. Ours: the dlkernels model on each backend, with the twin's state_dict, eager and (GPU
+rows of gpu_variants()) under torch.compile(mode="max-autotune") and mode="reduce-overhead" (CUDA graphs).
 
 compute_dtype="float64" (the correctness matrix's reference) casts this case's parameters and inputs up.
 Outputs are returned divided by their largest magnitude (fwd: the model's first output; train: every parameter's
@@ -33,6 +34,9 @@ TRAIN_BATCH = {"MnistCNN": 128, "CifarBNCNN": 128, "LeNet5": 128, "LeNet5-relu-2
                "MLPDiscriminator": 128, "DCGAN64-G": 64, "DCGAN32-G": 64, "DCGAN64-D": 64, "DCGAN32-D": 64,
                "WGANGPCritic": 64, "TransformerLM": 20, "GPT": 8, "BERT": 32, "ViT": 32, "ConvDenoiser": 128,
                "UNet": 32}
+# Rows of our models under torch.compile: row name -> (backend, compile mode).
+COMPILED_VARIANTS = {f"{backend}_compile_{mode.replace('-', '_')}": (backend, mode)
+                     for backend in ("cuda", "triton") for mode in ("max-autotune", "reduce-overhead")}
 SMALL_MODELS = ["LeNet5", "AlexNet", "RowLSTM", "RowGRU", "CharLSTM", "MLPDiscriminator", "DCGAN32-G", "DCGAN32-D",
                 "WGANGPCritic", "TransformerLM", "GPT", "BERT", "ViT", "ConvDenoiser"]
 
@@ -53,6 +57,13 @@ def _cases(size: str, names, dtypes, batches) -> list[Case]:
 CASES = _cases("full", SPECS, ("float32", "bfloat16"),
                lambda name: [(1, "batch-1 inference"), (TRAIN_BATCH[name], "training batch")])
 SMALL_CASES = _cases("small", SMALL_MODELS, ("float32",), lambda name: [(2, "training batch")])
+
+
+def gpu_variants() -> tuple[str, ...]:
+    """Our models compiled, for the backends this GPU has."""
+    import dlkernels
+    available = dlkernels.available_backends("cuda")
+    return tuple(name for name, (backend, _) in COMPILED_VARIANTS.items() if backend in available)
 
 
 def directions_for(case: Case) -> tuple[str, ...]:
@@ -87,10 +98,11 @@ def build(case: Case, backend: str, direction: str, device, compute_dtype: str |
     fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
     torch.manual_seed(0)
     twin = spec.make(size, impl="torch")
+    ours, compile_mode = COMPILED_VARIANTS.get(backend, (backend, None))
     if backend in (REFERENCE, "torch_compile"):
         model = twin
     else:
-        model = spec.make(size, impl="dlkernels", backend=backend)
+        model = spec.make(size, impl="dlkernels", backend=ours)
         model.load_state_dict(twin.state_dict())
     model = model.to(device=device, dtype=dtype, memory_format=fmt)
     inputs = spec.inputs(size, batch, dtype, device)
@@ -99,7 +111,8 @@ def build(case: Case, backend: str, direction: str, device, compute_dtype: str |
         model = model.to(dtype)
         inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
     inputs = tuple(t.contiguous(memory_format=fmt) if t.dim() == 4 else t for t in inputs)
-    run = torch.compile(model) if backend == "torch_compile" else model
+    run = (torch.compile(model) if backend == "torch_compile" else
+           torch.compile(model, mode=compile_mode) if compile_mode is not None else model)
     on_cpu = torch.device(device).type == "cpu"
 
     def forward_once():
