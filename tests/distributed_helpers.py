@@ -17,9 +17,11 @@ import torch.multiprocessing as mp
 COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
 
 
-def _entry(rank: int, world: int, folder: str, fn, args: tuple) -> None:
+def _entry(rank: int, world: int, folder: str, fn, args: tuple, backend: str = "gloo") -> None:
     torch.set_num_threads(1)  # N processes share the CI's cores
-    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world,
+    if backend == "nccl":
+        torch.cuda.set_device(rank)  # one GPU per rank
+    dist.init_process_group(backend, init_method=f"file://{folder}/store", rank=rank, world_size=world,
                             timeout=COLLECTIVE_TIMEOUT)
     try:
         result = fn(rank, world, *args)
@@ -28,7 +30,9 @@ def _entry(rank: int, world: int, folder: str, fn, args: tuple) -> None:
     torch.save(result, f"{folder}/rank{rank}.pt")
 
 
-def run_processes(folder: Path, fn, *args, world: int = 2) -> list:
+def run_processes(folder: Path, fn, *args, world: int = 2, backend: str = "gloo") -> list:
+    """backend "nccl": rank r runs on cuda:r (needs `world` GPUs)."""
     folder.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_entry, args=(world, str(folder), fn, args), nprocs=world, join=True, start_method="spawn")
+    mp.start_processes(_entry, args=(world, str(folder), fn, args, backend), nprocs=world, join=True,
+                       start_method="spawn")
     return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(world)]

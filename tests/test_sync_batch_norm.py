@@ -224,3 +224,41 @@ def test_sync_batch_norm_validates_like_batch_norm_relu():
         SyncBatchNormReLU2d(3, activation="gelu", backend="reference")(x)
     with pytest.raises(ValueError, match="expected at least 2D input"):
         SyncBatchNormReLU2d(3)(torch.randn(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two GPUs on NCCL: against torch's own nn.SyncBatchNorm (+ ReLU), which runs there.
+
+def _nccl_rank(rank: int, world: int, backend: str) -> dict:
+    torch.manual_seed(0)
+    device = torch.device("cuda", rank)
+    channels, rows = 16, 5 + 2 * rank  # uneven slices
+    x = torch.randn(12, channels, 9, 7, device=device)[(0 if rank == 0 else 5):(5 if rank == 0 else 12)]
+    assert x.shape[0] == rows
+    grad = torch.randn(12, channels, 9, 7, device=device)[(0 if rank == 0 else 5):(5 if rank == 0 else 12)]
+    ours = SyncBatchNormReLU2d(channels, backend=backend).to(device)
+    theirs = nn.SyncBatchNorm(channels).to(device)
+    with torch.no_grad():
+        for module in (ours, theirs):
+            module.weight.copy_(torch.linspace(0.5, 1.5, channels))
+            module.bias.copy_(torch.linspace(-0.2, 0.2, channels))
+    errors = {}
+    for name, module, post in (("ours", ours, lambda t: t), ("torch", theirs, F.relu)):
+        xi = x.clone().requires_grad_()
+        out = post(module(xi))
+        out.backward(grad)
+        errors[name] = {"out": out.detach().cpu(), "grad_input": xi.grad.cpu(), "grad_weight": module.weight.grad.cpu(),
+                        "grad_bias": module.bias.grad.cpu(), "running_mean": module.running_mean.cpu(),
+                        "running_var": module.running_var.cpu()}
+    return errors
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs for NCCL")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_sync_batch_norm_nccl_matches_torch_sync_batch_norm(tmp_path, backend):
+    """fp32; tolerance: both reduce in fp32 in different orders (1e-4 relative, 1e-5 absolute)."""
+    for rank, result in enumerate(run_processes(tmp_path, _nccl_rank, backend, backend="nccl")):
+        for key, expected in result["torch"].items():
+            torch.testing.assert_close(result["ours"][key], expected, rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"rank {rank} {key}: {m}")
