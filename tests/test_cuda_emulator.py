@@ -33,6 +33,9 @@ and over-waiting (cp_async_wait<kStages - 3>: slower, not wrong) passes.
 test_warp_primitives checks ldmatrix.trans (which the conv kernel does not use) and the shuffles
 against plain products, the same way.
 
+The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) is covered
+at the end of this file, with its own planted faults.
+
 Cost: one build of the harness (about 10 s on 2 cores), about 0.1 s per case, 7 mutant builds of
 the fp16-only harness (about 3 s each) and 2 small builds for the primitives.
 """
@@ -199,3 +202,86 @@ def test_planted_fault(mutants, name):
         else:
             assert ran.returncode == 1, f"{name} was not caught on {args}:\n{ran.stdout}{ran.stderr}"
             assert re.search(expected, ran.stdout), f"{name} on {args}: expected /{expected}/ in\n{ran.stdout}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The fp16 / bf16 flash-attention forward (csrc/cuda/attention_fwd_kernel.cuh:
+# attention_forward_kernel<T, D>: cp.async K/V ring, ldmatrix(.trans), mma.sync m16n8k16, quad
+# shuffles, online softmax, staged 16-byte output stores) on the emulator against a double-precision
+# plain-loop attention: out and lse, zero detector findings (tests/emulator/attention_fwd_emulate.cpp).
+# Not covered: head dims 96, 128 (Q re-read per k-step), 256 (8 warps); the fp32 SIMT kernel;
+# bias, dropout, varlen (cu_seqlens), unaligned (element-copy) loads; causal top-left; the backward.
+
+ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh"]
+
+# Nq != Nk with ragged tails (kBlockM = 64 query rows, kBlockN = 128 keys at D = 32, 64), more key
+# blocks than ring stages (nk > 256: the ring is refilled), GQA (hq = 2 hk), batches, causal
+# bottom-right with Nq > Nk (rows that see no key: out 0, lse -inf).
+ATTENTION_CASES = {
+    "f16-d64-gqa-b2-ring": "dtype=f16 d=64 b=2 hq=2 hk=1 nq=77 nk=300",
+    "f16-d32-causal-nq-gt-nk-empty-rows": "dtype=f16 d=32 hq=2 hk=1 nq=130 nk=45 causal=1",
+    "f16-d64-causal-nq-lt-nk": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 causal=1",
+    "bf16-d64-causal-ring": "dtype=bf16 d=64 hq=2 hk=1 nq=100 nk=261 causal=1",
+    "bf16-d32-gqa-b2-single-block": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=19 nk=19",
+    "bf16-d32-ring": "dtype=bf16 d=32 hq=2 hk=1 nq=65 nk=390",
+}
+
+
+@pytest.fixture(scope="module")
+def attention_emulator(tmp_path_factory) -> pathlib.Path:
+    return build(EMULATOR / "attention_fwd_emulate.cpp", tmp_path_factory.mktemp("attention") / "attention_fwd_emulate")
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES)
+def test_attention_forward_emulated(attention_emulator, case):
+    ran = run(attention_emulator, ATTENTION_CASES[case])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+
+
+ATTENTION_RING = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300"
+ATTENTION_CAUSAL = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 causal=1"
+ATTENTION_MUTANTS = {
+    # the online-softmax rescale of O applied to the other row of the thread's pair
+    "softmax-rescale-row": ("attention_fwd_kernel.cuh", "        acc_o[n][2 * rr] *= rescale;\n",
+                            "        acc_o[n][2 * (1 - rr)] *= rescale;\n",
+                            [(ATTENTION_RING, WRONG), (ATTENTION_CAUSAL, WRONG)]),
+    # the barrier after cp_async_wait in the main loop deleted
+    "main-loop-barrier": ("attention_fwd_kernel.cuh", "    __syncthreads();     // ... and every other thread's\n",
+                          "", [(ATTENTION_RING, r"raw: \d+")]),
+    # the barrier before a ring stage is refilled deleted
+    "refill-barrier": ("attention_fwd_kernel.cuh",
+                       "    __syncthreads();  // every warp is done with this stage before it is refilled\n", "",
+                       [(ATTENTION_RING, r"war: \d+")]),
+}
+
+
+def build_attention_mutant(directory: pathlib.Path, name: str) -> pathlib.Path:
+    target, old, new, _ = ATTENTION_MUTANTS[name]
+    directory.mkdir()
+    for f in EMULATOR.iterdir():
+        if f.suffix in (".h", ".cpp"):
+            shutil.copy(f, directory)
+    for f in ATTENTION_KERNELS:
+        shutil.copy(f, directory)
+    path = directory / target
+    text = path.read_text()
+    assert text.count(old) == 1, f"{name}: the planted fault's anchor is not unique in {target}"
+    path.write_text(text.replace(old, new))
+    return build(directory / "attention_fwd_emulate.cpp", directory / "attention_fwd_emulate", "-DDLK_EMULATE_F16_ONLY")
+
+
+@pytest.fixture(scope="module")
+def attention_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
+    root = tmp_path_factory.mktemp("attention_mutants")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(build_attention_mutant, root / name, name) for name in ATTENTION_MUTANTS}
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize("name", ATTENTION_MUTANTS)
+def test_attention_planted_fault(attention_mutants, name):
+    for args, expected in ATTENTION_MUTANTS[name][3]:
+        ran = run(attention_mutants[name], args)
+        assert ran.returncode == 1, f"{name} was not caught on {args}:\n{ran.stdout}{ran.stderr}"
+        assert re.search(expected, ran.stdout), f"{name} on {args}: expected /{expected}/ in\n{ran.stdout}"

@@ -534,3 +534,8 @@ template <typename V> V __shfl_down_sync(uint32_t mask, V v, unsigned delta, int
 #define __launch_bounds__(...)
 #endif
 inline uint32_t __umulhi(uint32_t a, uint32_t b) { return uint32_t((uint64_t(a) * b) >> 32); }
+inline float __int_as_float(int x) {
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}

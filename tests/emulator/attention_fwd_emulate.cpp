@@ -1,0 +1,207 @@
+// The fp16 / bf16 flash-attention forward kernel (csrc/cuda/attention_fwd_kernel.cuh:
+// attention_forward_kernel<T, D>) run block by block on the CPU by the warp emulator (warp_emu.h,
+// tensor_core_emu.h), compared with a plain-loop double-precision attention (out and lse), with the
+// shared-memory race and cp.async pipeline detector on. The kernel source is compiled unchanged, as
+// in conv2d_emulate.cpp.
+//
+// One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64, b, hq, hk, nq,
+// nk, causal, seed. Prints one summary line and the detector's findings; exit status 0 when out and
+// lse match and the detector is clean, 1 on a mismatch or a finding, 2 on a bad case.
+#include "warp_emu.h"
+
+#define __CUDA_ARCH__ 800  // the kernels' device branches from here on
+#include "tensor_core_emu.h"
+#include "attention_fwd_kernel.cuh"
+#undef __CUDA_ARCH__
+
+#include <random>
+
+namespace dlk {
+namespace attn {
+// The kernel's `extern __shared__` buffer: one block runs at a time.
+alignas(128) char smem[dlk_emu::kMaxSharedBytes];
+}  // namespace attn
+}  // namespace dlk
+
+namespace {
+
+using namespace dlk;
+using namespace dlk::attn;
+
+struct Case {
+  std::string dtype = "f16";
+  int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
+  bool causal = false, detect = true;
+  uint32_t seed = 1;
+};
+
+bool parse(int argc, char** argv, Case& c) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    if (eq == std::string::npos) return false;
+    const std::string key = arg.substr(0, eq), v = arg.substr(eq + 1);
+    const int x = std::atoi(v.c_str());
+    if (key == "dtype") c.dtype = v;
+    else if (key == "d") c.d = x;
+    else if (key == "b") c.b = x;
+    else if (key == "hq") c.hq = x;
+    else if (key == "hk") c.hk = x;
+    else if (key == "nq") c.nq = x;
+    else if (key == "nk") c.nk = x;
+    else if (key == "causal") c.causal = x != 0;
+    else if (key == "detect") c.detect = x != 0;
+    else if (key == "seed") c.seed = uint32_t(x);
+    else return false;
+  }
+  return true;
+}
+
+template <typename T>
+struct Buffer {
+  std::vector<uint4> storage;
+  size_t size = 0;
+  explicit Buffer(size_t n) : storage((n * sizeof(T) + 15) / 16 + 1), size(n) {}
+  T* data() { return reinterpret_cast<T*>(storage.data()); }
+  T& operator[](size_t i) { return data()[i]; }
+};
+
+template <typename T, int kHeadDim>
+int run(const Case& cs) {
+  using Config = ForwardConfig<kHeadDim>;
+  const int D = kHeadDim;
+  // Dense (B, N, H, D) layout, as torch's (batch, seq, heads, dim): rows strided by H * D.
+  const size_t q_elems = size_t(cs.b) * cs.nq * cs.hq * D, k_elems = size_t(cs.b) * cs.nk * cs.hk * D;
+  std::mt19937 rng(cs.seed);
+  std::uniform_real_distribution<float> uniform(-2.f, 2.f);
+  const auto fill = [&](Buffer<T>& buf, std::vector<double>& ref) {
+    ref.resize(buf.size);
+    for (size_t i = 0; i < buf.size; ++i) {
+      buf[i] = from_accumulate<T>(uniform(rng));
+      ref[i] = to_accumulate(buf[i]);
+    }
+  };
+  Buffer<T> q(q_elems), k(k_elems), v(k_elems), out(q_elems);
+  std::vector<double> qr, kr, vr;
+  fill(q, qr);
+  fill(k, kr);
+  fill(v, vr);
+  std::vector<float> lse(size_t(cs.b) * cs.hq * cs.nq, 12345.0f);
+  for (size_t i = 0; i < q_elems; ++i) out[i] = from_accumulate<T>(777.0f);
+
+  ForwardArgs a;
+  AttentionFwdParams& p = a.params;
+  p.batch = cs.b;
+  p.heads_q = cs.hq;
+  p.heads_kv = cs.hk;
+  p.head_dim = D;
+  p.seqlen_q = cs.nq;
+  p.seqlen_k = cs.nk;
+  p.total_q = int64_t(cs.b) * cs.nq;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.q_row_stride = int64_t(cs.hq) * D;
+  p.q_head_stride = D;
+  p.q_batch_stride = int64_t(cs.nq) * cs.hq * D;
+  p.k_row_stride = p.v_row_stride = int64_t(cs.hk) * D;
+  p.k_head_stride = p.v_head_stride = D;
+  p.k_batch_stride = p.v_batch_stride = int64_t(cs.nk) * cs.hk * D;
+  p.out = out.data();
+  p.out_row_stride = p.q_row_stride;
+  p.out_head_stride = p.q_head_stride;
+  p.out_batch_stride = p.q_batch_stride;
+  p.lse = lse.data();
+  p.lse_batch_stride = int64_t(cs.hq) * cs.nq;
+  p.lse_head_stride = cs.nq;
+  p.scale_f64 = 1.0 / std::sqrt(double(D));
+  p.scale = float(p.scale_f64);
+  p.causal = cs.causal;
+  p.causal_bottom_right = true;
+  a.scale_log2 = p.scale * kLog2e;
+  a.aligned = true;
+  a.group_size = cs.hq / cs.hk;
+
+  dlk_emu::Findings findings;
+  dlk_emu::Options options;
+  options.detect = cs.detect;
+  const dim3 grid(unsigned((cs.nq + Config::kBlockM - 1) / Config::kBlockM), unsigned(cs.hq), unsigned(cs.b));
+  const std::function<void()> body = [&] { attention_forward_kernel<T, kHeadDim>(a); };
+  const bool ran = dlk_emu::launch(grid, dim3(Config::kThreads), smem,
+                                   Config::kSmemBytes, body, options, findings);
+
+  // Reference: softmax(scale q k^T, causal bottom-right) v in double, lse natural log.
+  const double tol_out = std::is_same_v<T, __half> ? 4e-3 : 2e-2;  // relative to max |v| (P rounded to T)
+  int wrong = 0, checked = 0;
+  double worst = 0;
+  char first[256] = "";
+  for (int bb = 0; bb < cs.b; ++bb)
+    for (int h = 0; h < cs.hq; ++h) {
+      const int hk = h / (cs.hq / cs.hk);
+      for (int i = 0; i < cs.nq; ++i) {
+        const int key_end = attention_key_end(p, i, cs.nq, cs.nk);
+        std::vector<double> s(size_t(std::max(key_end, 0)));
+        double m = -INFINITY;
+        for (int j = 0; j < key_end; ++j) {
+          double dot = 0;
+          for (int e = 0; e < D; ++e)
+            dot += qr[((size_t(bb) * cs.nq + i) * cs.hq + h) * D + e] * kr[((size_t(bb) * cs.nk + j) * cs.hk + hk) * D + e];
+          s[j] = dot * p.scale;
+          m = std::max(m, s[j]);
+        }
+        double l = 0;
+        for (int j = 0; j < key_end; ++j) l += std::exp(s[j] - m);
+        const double ref_lse = key_end > 0 ? m + std::log(l) : -INFINITY;
+        const float got_lse = lse[(size_t(bb) * cs.hq + h) * cs.nq + i];
+        ++checked;
+        const bool lse_ok = key_end > 0 ? std::fabs(got_lse - ref_lse) <= 2e-3 * (1 + std::fabs(ref_lse))
+                                        : got_lse == -INFINITY;
+        if (!lse_ok) {
+          if (!wrong++) std::snprintf(first, sizeof(first), "lse b=%d h=%d i=%d: %g, expected %g", bb, h, i, got_lse, ref_lse);
+        }
+        for (int e = 0; e < D; ++e) {
+          double o = 0;
+          for (int j = 0; j < key_end; ++j) o += std::exp(s[j] - m) / l * vr[((size_t(bb) * cs.nk + j) * cs.hk + hk) * D + e];
+          const double got = to_accumulate(out[((size_t(bb) * cs.nq + i) * cs.hq + h) * D + e]);
+          const double err = std::fabs(got - o);
+          ++checked;
+          if (!(err <= tol_out * 2.0)) {  // |v| <= 2
+            if (!wrong++) std::snprintf(first, sizeof(first), "out b=%d h=%d i=%d e=%d: %g, expected %g", bb, h, i, e, got, o);
+          }
+          if (err == err) worst = std::max(worst, err);
+        }
+      }
+    }
+  std::printf("attention_forward_kernel<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d: %d of %d outputs wrong "
+              "(max |err| %.3g), %d blocks, %d findings%s\n",
+              cs.dtype.c_str(), D, cs.b, cs.hq, cs.hk, cs.nq, cs.nk, int(cs.causal), wrong, checked, worst,
+              int(grid.x * grid.y * grid.z), findings.total(), ran ? "" : " (did not complete)");
+  if (wrong) std::printf("  first: %s\n", first);
+  findings.print(stdout);
+  return ran && wrong == 0 && findings.total() == 0 ? 0 : 1;
+}
+
+template <typename T>
+int run_dim(const Case& cs) {
+  switch (cs.d) {
+    case 32: return run<T, 32>(cs);
+    case 64: return run<T, 64>(cs);
+    default: return 2;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Case cs;
+  if (!parse(argc, argv, cs) || cs.hk <= 0 || cs.hq % cs.hk != 0) {
+    std::fprintf(stderr, "bad case\n");
+    return 2;
+  }
+  if (cs.dtype == "f16") return run_dim<__half>(cs);
+#ifndef DLK_EMULATE_F16_ONLY
+  if (cs.dtype == "bf16") return run_dim<__nv_bfloat16>(cs);
+#endif
+  std::fprintf(stderr, "bad dtype\n");
+  return 2;
+}
