@@ -12,6 +12,8 @@ Every backend implements the four steps of csrc/bindings/batch_norm.cpp under th
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -213,17 +215,39 @@ def _key(input: Tensor, running_mean, weight, bias, residual, activation):
             residual is None, activation)
 
 
-def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum, eps, residual,
-                          activation, negative_slope, backend):
-    shape = input.shape
-    # (N, C) and (N, C, L) inputs are (N, C, L, 1) images for the kernels.
-    x = input.reshape(*shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
+class KernelOperands(NamedTuple):
+    """A call's operands in the form the kernels take them (see kernel_operands)."""
+    x: Tensor                   # the input as an (N, C, H, W) image in the layout below
+    residual: Tensor | None     # in x's layout
+    channels_last: bool
+    stat_dtype: torch.dtype     # of mean, invstd and the affine parameters
+    slope: float                # the activation's negative slope: 0 for ReLU (and unused without activation)
+
+    def as_stat(self, t: Tensor | None) -> Tensor | None:
+        """t in stat_dtype; a differentiable cast, for half parameters."""
+        return None if t is None else t.to(self.stat_dtype)
+
+    def restore_shape(self, out: Tensor, input: Tensor) -> Tensor:
+        return out.reshape(input.shape) if input.dim() < 4 else out
+
+
+def kernel_operands(input: Tensor, residual: Tensor | None, activation: str | None,
+                    negative_slope: float) -> KernelOperands:
+    """What batch_norm_relu and sync_batch_norm_relu hand the kernels: (N, C) and (N, C, L) inputs as
+    (N, C, L, 1) images, kept in their own layout (channels_last or contiguous), the residual in that layout."""
+    x = input.reshape(*input.shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
     channels_last = layout_of(x) == torch.channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = as_layout(x, fmt)
     res = None if residual is None else as_layout(residual.reshape(x.shape), fmt)
-    stat_dtype = _stat_dtype(x.dtype)
-    as_stat = (lambda t: None if t is None else t.to(stat_dtype))  # differentiable cast for half parameters
+    slope = float(negative_slope) if activation == "leaky_relu" else 0.0
+    return KernelOperands(x, res, channels_last, _stat_dtype(x.dtype), slope)
+
+
+def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, training, momentum, eps, residual,
+                          activation, negative_slope, backend):
+    operands = kernel_operands(input, residual, activation, negative_slope)
+    x, channels_last, stat_dtype, as_stat = operands.x, operands.channels_last, operands.stat_dtype, operands.as_stat
     if training:
         stats_mean, stats_var = as_stat(running_mean), as_stat(running_var)
         mean, invstd = _batch_norm_stats(x.detach(), stats_mean, stats_var, float(momentum), float(eps),
@@ -235,7 +259,6 @@ def _batch_norm_relu_ours(input, running_mean, running_var, weight, bias, traini
     else:
         mean = running_mean.detach().to(stat_dtype)
         invstd = torch.rsqrt(running_var.detach().to(stat_dtype) + eps)
-    slope = float(negative_slope) if activation == "leaky_relu" else 0.0  # ReLU is slope 0
-    out = _batch_norm_relu(x, mean, invstd, as_stat(weight), as_stat(bias), res, bool(training),
-                           activation is not None, channels_last, backend, slope)
-    return out.reshape(shape) if input.dim() < 4 else out
+    out = _batch_norm_relu(x, mean, invstd, as_stat(weight), as_stat(bias), operands.residual, bool(training),
+                           activation is not None, channels_last, backend, operands.slope)
+    return operands.restore_shape(out, input)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dlkernels._backends import dispatch, implementation
-from dlkernels._validation import as_layout, layout_of
-from dlkernels.ops.batch_norm import _check_activation, _stat_dtype, _validate, batch_norm_relu
+from dlkernels._validation import as_layout
+from dlkernels.ops.batch_norm import _check_activation, _stat_dtype, _validate, batch_norm_relu, kernel_operands
 
 _OP = "sync_batch_norm_relu"
 
@@ -157,19 +157,11 @@ class _SyncBatchNormReLU(torch.autograd.Function):
 # ------------------------------------------------------------------------------ public API
 def _synchronised(input, running_mean, running_var, weight, bias, momentum, eps, residual, activation,
                   negative_slope, group, steps):
-    shape = input.shape
-    x = input.reshape(*shape, *(1,) * (4 - input.dim())) if input.dim() < 4 else input
-    channels_last = layout_of(x) == torch.channels_last
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = as_layout(x, fmt)
-    res = None if residual is None else as_layout(residual.reshape(x.shape), fmt)
-    stat_dtype = _stat_dtype(x.dtype)
-    as_stat = (lambda t: None if t is None else t.to(stat_dtype))  # differentiable cast for half parameters
-    slope = float(negative_slope) if activation == "leaky_relu" else 0.0  # ReLU is slope 0
-    out = _SyncBatchNormReLU.apply(x, as_stat(weight), as_stat(bias), res, running_mean, running_var,
-                                   float(momentum), float(eps), activation is not None, slope, channels_last, group,
-                                   steps)
-    return out.reshape(shape) if input.dim() < 4 else out
+    operands = kernel_operands(input, residual, activation, negative_slope)
+    out = _SyncBatchNormReLU.apply(operands.x, operands.as_stat(weight), operands.as_stat(bias), operands.residual,
+                                   running_mean, running_var, float(momentum), float(eps), activation is not None,
+                                   operands.slope, operands.channels_last, group, steps)
+    return operands.restore_shape(out, input)
 
 
 def _torch_activation(out: Tensor, residual: Tensor | None, activation: str | None, negative_slope: float) -> Tensor:
