@@ -21,7 +21,37 @@ def _bookkeeping(bn: nn.modules.batchnorm._BatchNorm):
         bn.running_var if keep_running else None
 
 
-class BatchNormReLU2d(nn.BatchNorm2d):
+def _bias_argument(bias: bool) -> dict:
+    """bias=False (affine weight, no shift) is new in torch 2.13: passed on only when asked for, so that an older
+    torch still builds the default module (and rejects bias=False as its batch norms would)."""
+    return {} if bias else {"bias": False}
+
+
+class _Fused:
+    """What our batch-norm modules add to torch's: the activation, its slope and the backend, and forward through
+    the subclass's _normalize(input, residual). Listed before the torch base class, so its forward wins."""
+
+    def _set_fusion(self, activation: str | None, negative_slope: float, backend: str) -> None:
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.backend = backend
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._normalize(input, None)
+
+    def extra_repr(self) -> str:
+        slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
+        return super().extra_repr() + f", activation={self.activation!r}{slope}"
+
+
+class _AddsResidual:
+    """forward(input, residual): act(batch_norm(input) + residual) in one pass."""
+
+    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
+        return self._normalize(input, residual)
+
+
+class BatchNormReLU2d(_Fused, nn.BatchNorm2d):
     """act(BatchNorm2d(x)): activation="relu" (default), "leaky_relu" (nn.LeakyReLU(negative_slope), torch's
     default slope 0.01) or None, a plain BatchNorm2d drop-in.
 
@@ -32,13 +62,9 @@ class BatchNormReLU2d(nn.BatchNorm2d):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None, *, bias: bool = True, activation: str | None = "relu",
                  negative_slope: float = 0.01, backend: str = "auto"):
-        # bias=False (affine weight, no shift) is new in torch 2.13: passed on only when asked for, so that an
-        # older torch still builds the default module (and rejects bias=False as its BatchNorm2d would).
-        without_bias = {} if bias else {"bias": False}
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **without_bias)
-        self.activation = activation
-        self.negative_slope = negative_slope
-        self.backend = backend
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         **_bias_argument(bias))
+        self._set_fusion(activation, negative_slope, backend)
 
     def _normalize(self, input: Tensor, residual: Tensor | None) -> Tensor:
         self._check_input_dim(input)
@@ -47,22 +73,12 @@ class BatchNormReLU2d(nn.BatchNorm2d):
                                self.eps, residual=residual, activation=self.activation,
                                negative_slope=self.negative_slope, backend=self.backend)
 
-    def forward(self, input: Tensor) -> Tensor:
-        return self._normalize(input, None)
 
-    def extra_repr(self) -> str:
-        slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
-        return super().extra_repr() + f", activation={self.activation!r}{slope}"
-
-
-class BatchNormAddReLU2d(BatchNormReLU2d):
+class BatchNormAddReLU2d(_AddsResidual, BatchNormReLU2d):
     """act(BatchNorm2d(x) + residual): ResNet's bn -> add -> relu in one pass."""
 
-    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
-        return self._normalize(input, residual)
 
-
-class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
+class SyncBatchNormReLU2d(_Fused, nn.modules.batchnorm._BatchNorm):
     """act(SyncBatchNorm(x)): torch.nn.SyncBatchNorm's arguments, state_dict and semantics on our fused kernels,
     with BatchNormReLU2d's activation, negative_slope and backend.
 
@@ -78,12 +94,10 @@ class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  process_group=None, device=None, dtype=None, *, bias: bool = True, activation: str | None = "relu",
                  negative_slope: float = 0.01, backend: str = "auto"):
-        without_bias = {} if bias else {"bias": False}
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **without_bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         **_bias_argument(bias))
         self.process_group = process_group
-        self.activation = activation
-        self.negative_slope = negative_slope
-        self.backend = backend
+        self._set_fusion(activation, negative_slope, backend)
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
@@ -108,13 +122,6 @@ class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
                                   momentum, self.eps, **options)
         return out if input.shape == shape else out.reshape(shape)  # not a view: FSDP2 warns of those
 
-    def forward(self, input: Tensor) -> Tensor:
-        return self._normalize(input, None)
-
-    def extra_repr(self) -> str:
-        slope = f", negative_slope={self.negative_slope}" if self.activation == "leaky_relu" else ""
-        return super().extra_repr() + f", activation={self.activation!r}{slope}"
-
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group=None) -> nn.Module:
         """torch.nn.SyncBatchNorm.convert_sync_batchnorm for models built of our modules: BatchNormReLU2d becomes
@@ -136,11 +143,8 @@ class SyncBatchNormReLU2d(nn.modules.batchnorm._BatchNorm):
         return module
 
 
-class SyncBatchNormAddReLU2d(SyncBatchNormReLU2d):
+class SyncBatchNormAddReLU2d(_AddsResidual, SyncBatchNormReLU2d):
     """act(SyncBatchNorm(x) + residual): BatchNormAddReLU2d with the statistics of the whole batch."""
-
-    def forward(self, input: Tensor, residual: Tensor) -> Tensor:
-        return self._normalize(input, residual)
 
 
 _TORCH_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
