@@ -61,6 +61,11 @@ def philox_first_word(seed: int, counters: np.ndarray) -> np.ndarray:
     return c0
 
 
+def drawn_seed(device="cpu") -> int:
+    """The Philox seed the op draws first after a torch.manual_seed: one torch.randint on q's device."""
+    return int(torch.randint(0, 2**62, (1,), device=device).item())
+
+
 def keep_mask(seed: int, dropout_p: float, batch: int, heads: int, seqlen_q: int, seqlen_k: int, *,
               first_tokens=None, total_q=None, max_seqlen_k=None) -> torch.Tensor:
     """(batch, heads, seqlen_q, seqlen_k) bool: the elements the kernels keep. Packed batches number query tokens
@@ -249,7 +254,7 @@ def test_dropout_drops_the_philox_elements(backend, dtype):
     p = 0.25
     q, k, v = make_qkv(2, 2, 1, 13, 21, 32, dtype)
     torch.manual_seed(7)
-    seed = int(torch.randint(0, 2**62, (1,)).item())  # what the op draws first
+    seed = drawn_seed()
     keep = keep_mask(seed, p, 2, 2, 13, 21)
     torch.manual_seed(7)
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, dropout_p=p, causal=True, backend=backend),
@@ -274,7 +279,7 @@ def test_varlen_dropout_counter(backend):
     k, v = torch.randn(2, 16, 2, 32, dtype=q.dtype)
     cu = torch.tensor([0, 6, 16], dtype=torch.int32)
     torch.manual_seed(5)
-    seed = int(torch.randint(0, 2**62, (1,)).item())
+    seed = drawn_seed()
     torch.manual_seed(5)
     out = dlkernels.attention(q, k, v, dropout_p=p, cu_seqlens_q=cu, cu_seqlens_k=cu, backend=backend)
     for b, start in enumerate((0, 6)):
@@ -407,12 +412,12 @@ def test_multihead_attention_with_a_head_dim_the_kernels_lack_runs_torch():
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_opcheck(backend):
     q, k, v = make_qkv(1, 2, 1, 5, 6, 32, torch.float32, requires_grad=True)
-    args = (q, k, v, None, None, None, 5, 6, 0.2, True, True, 0.0, 0, False, backend)
+    args = (q, k, v, None, None, None, 5, 6, 0.2, True, True, 0.0, None, False, backend)
     torch.library.opcheck(torch.ops.dlk.attention.default, args)
     out, lse = attention_ops._attention(*args)
     torch.library.opcheck(torch.ops.dlk.attention_backward.default,
                           (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, None, None,
-                           None, 5, 6, 0.2, True, True, 0.0, 0, False, backend))
+                           None, 5, 6, 0.2, True, True, 0.0, None, False, backend))
 
 
 def test_torch_compile_matches_eager():
@@ -570,7 +575,7 @@ def test_gpu_varlen_masks_and_dropout(backend):
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, attn_mask=mask, backend=backend), qd, kd, vd,
                        bias=torch.where(mask, 0.0, -math.inf).to(dtype))
     torch.manual_seed(11)
-    seed = int(torch.randint(0, 2**62, (1,)).item())
+    seed = drawn_seed("cuda")
     keep = keep_mask(seed, 0.2, 2, 4, 200, 300).cuda()
     assert abs(keep.float().mean().item() - 0.8) < 0.01
     torch.manual_seed(11)
@@ -664,7 +669,7 @@ def test_gpu_wgmma_requested_with_bias_or_dropout_falls_back(monkeypatch):
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, attn_mask=mask, backend="cuda"), q, k, v,
                        bias=torch.where(mask, 0.0, -math.inf).to(dtype))
     torch.manual_seed(11)
-    seed = int(torch.randint(0, 2**62, (1,)).item())
+    seed = drawn_seed("cuda")
     keep = keep_mask(seed, 0.2, 2, 4, 200, 300).cuda()
     torch.manual_seed(11)
     check_against_math(lambda q, k, v: dlkernels.attention(q, k, v, dropout_p=0.2, backend="cuda"), q, k, v,

@@ -56,7 +56,7 @@ def test_triton_kernels_fill_sequences_longer_than_max_seqlen_with_nan(monkeypat
     q = torch.randn(sum(lengths_q), 2, 32)
     k, v = torch.randn(2, sum(lengths_k), 1, 32)
     cu_q, cu_k = (torch.tensor([0, *np.cumsum(n)], dtype=torch.int32) for n in (lengths_q, lengths_k))
-    args = (None, cu_q, cu_k, max_seqlen_q, max_seqlen_k, 0.2, True, True, 0.0, 0, False)
+    args = (None, cu_q, cu_k, max_seqlen_q, max_seqlen_k, 0.2, True, True, 0.0, None, False)
     out, lse = kernels.attention_forward(q, k, v, *args)
     assert out[bad_q].isnan().all() and lse[:, bad_q].isnan().all()
     good = [t[s].transpose(0, 1)[None].double() for t, s in ((q, good_q), (k, good_k), (v, good_k))]

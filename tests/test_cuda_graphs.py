@@ -6,10 +6,12 @@ On CPU (CI):
   HOST_READS with why it cannot break a capture (skipped while capturing, CPU tensors only, timing code that
   capture turns off). A new one fails the test; so does an entry whose site is gone.
 - Capture is simulated (dlkernels._backends.capturing patched to True, Tensor host reads made to raise):
-  attention with cu_seqlens and max_seqlen runs without reading them; the calls that cannot be captured
-  (no max_seqlen, dropout in our kernels, rnn lengths, autotune timing) refuse with errors that say so.
-On GPU (marked cuda): each op, and a training step of ResNet-18 and of the GPT decoder, captured and replayed
-against eager runs of the same kernels.
+  attention with cu_seqlens and max_seqlen runs without reading them, and so does dropout (its seed is a
+  device tensor from torch.randint, read by the kernels); the calls that cannot be captured (no max_seqlen,
+  rnn lengths, autotune timing) refuse with errors that say so.
+On GPU (marked cuda): each op, dropout attention (replays draw fresh masks, and after the same
+torch.cuda.manual_seed the same mask as eager), and a training step of ResNet-18 and of the GPT decoder,
+captured and replayed against eager runs of the same kernels.
 """
 from __future__ import annotations
 
@@ -34,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST_READS = {
     ("dlkernels/ops/attention.py", "_check_cu_seqlens"): "value check skipped while capturing (capturing())",
     ("dlkernels/ops/attention.py", "_max_seqlen"): "read only outside capture; in capture max_seqlen must be given",
-    ("dlkernels/ops/attention.py", "run"): "dropout seed from torch's CPU generator; dropout refuses capture",
     ("dlkernels/ops/attention.py", "_torch_attention"): "the torch backend's varlen loop (not capturable, as "
                                                         "documented; ours are)",
     ("dlkernels/ops/rnn.py", "_check_lengths"): "refuses lengths while capturing",
@@ -102,11 +103,13 @@ def capture(monkeypatch):
     for module in (_backends, attention_ops, conv2d_ops, rnn_ops):
         monkeypatch.setattr(module, "capturing", lambda: True)
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a host read of a tensor's value during capture")
     for method in ("tolist", "item", "__int__", "__float__", "__bool__", "cpu", "numpy"):
-        monkeypatch.setattr(torch.Tensor, method, refuse)
+        monkeypatch.setattr(torch.Tensor, method, _refuse_host_read)
     yield
+
+
+def _refuse_host_read(*args, **kwargs):
+    raise AssertionError("a host read of a tensor's value during capture")
 
 
 def _varlen_inputs():
@@ -142,11 +145,32 @@ def test_varlen_attention_needs_max_seqlen_in_capture(capture):
         dlkernels.attention(q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, backend="reference")
 
 
-def test_dropout_in_our_kernels_refuses_capture(monkeypatch):
-    monkeypatch.setattr(attention_ops, "capturing", lambda: True)
-    q = torch.randn(1, 2, 8, 32, dtype=torch.float64)
-    with pytest.raises(NotImplementedError, match="dropout in a CUDA graph"):
-        dlkernels.attention(q, q, q, dropout_p=0.1, backend="reference")
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_dropout_reads_nothing_on_the_host_in_capture(backend):
+    """The seed stays a tensor from the op's torch.randint to the kernel (which reads it through its address):
+    a host read would replay one seed forever. Same torch seed, same mask as outside the capture; the
+    backward recomputes that mask from the saved seed tensor."""
+    if backend == "triton":
+        pytest.importorskip("dlkernels.triton_kernels.attention")
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    q, k, v = (torch.randn(1, 2, 8, 32, dtype=dtype, requires_grad=True) for _ in range(3))
+
+    def run():
+        torch.manual_seed(4)
+        out = dlkernels.attention(q, k, v, dropout_p=0.3, causal=True, backend=backend)
+        return out, torch.autograd.grad(out.square().sum(), (q, k, v))
+    expected, expected_grads = run()
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (_backends, attention_ops):
+            patch.setattr(module, "capturing", lambda: True)
+        for method in ("tolist", "item", "__int__", "__float__", "__bool__", "cpu", "numpy"):
+            patch.setattr(torch.Tensor, method, _refuse_host_read)
+        captured, captured_grads = run()
+    torch.testing.assert_close(captured, expected, rtol=0, atol=0)
+    for got, want in zip(captured_grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.manual_seed(5)  # another torch seed, another mask: the seed tensor is what the kernels drop by
+    assert not torch.equal(dlkernels.attention(q, k, v, dropout_p=0.3, causal=True, backend=backend), expected)
 
 
 def test_rnn_lengths_refuse_capture(capture):
@@ -245,6 +269,36 @@ def test_op_forward_backward_replays_like_eager(name, backend):
         torch.testing.assert_close(static_loss, eager_loss.detach(), rtol=1e-5, atol=1e-5)
         for s, e in zip(static, eager):
             torch.testing.assert_close(s.grad, e.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_dropout_replays_draw_fresh_masks_like_eager(backend):
+    """torch's graph-safe RNG gives the op's torch.randint a fresh philox offset at every replay, so each
+    replay drops other elements; after the same torch.cuda.manual_seed a replay drops exactly what an eager
+    call drops (forward and the backward that recomputes the mask from the saved seed tensor)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    inputs = [torch.randn(2, 4, 80, 64, device="cuda", generator=g).half() for _ in range(3)]
+    static = [t.clone().requires_grad_() for t in inputs]
+    probe = torch.randn(2, 4, 80, 64, device="cuda", generator=g)
+
+    def step():
+        for t in static:
+            t.grad = None
+        out = dlkernels.attention(*static, dropout_p=0.3, causal=True, backend=backend)
+        (out.float() * probe).sum().backward()
+        return out.detach()
+
+    graph, static_out = _capture(step)
+    torch.cuda.manual_seed(1234)
+    graph.replay()
+    replayed = [static_out.clone()] + [t.grad.clone() for t in static]
+    torch.cuda.manual_seed(1234)
+    eager = [step().clone()] + [t.grad.clone() for t in static]
+    for got, want in zip(replayed, eager):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    graph.replay()  # no reseed: the generator moved on, so another mask
+    assert not torch.equal(static_out, replayed[0])
 
 
 def _training_step_replays_like_eager(model_name: str, backend: str, inputs_fn):

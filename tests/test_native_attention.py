@@ -58,7 +58,7 @@ def test_forward_and_backward(shape, dtype, mask):
     bias = randn((1, hq, nq, nk), dtype).expand(b, hq, nq, nk) if mask == "bias" else None
     scale = 1 / math.sqrt(d)
     causal, bottom_right = mask.startswith("causal"), mask == "causal"
-    args = (bias, None, None, nq, nk, scale, causal, bottom_right, 0.0, 0, False)
+    args = (bias, None, None, nq, nk, scale, causal, bottom_right, 0.0, None, False)
     out, lse = native.attention_forward(q, k, v, *args)
     assert out.stride() == q.stride() and lse.shape == (b, hq, nq) and lse.dtype == native._stat_dtype(q)
 
@@ -82,7 +82,7 @@ def test_varlen_matches_each_sequence(causal):
     cu_k = torch.tensor([0, *torch.tensor(lengths_k).cumsum(0).tolist()], dtype=torch.int32)
     q = randn((sum(lengths_q), hq, d), torch.float64)
     k, v = randn((sum(lengths_k), hk, d), torch.float64), randn((sum(lengths_k), hk, d), torch.float64)
-    args = (None, cu_q, cu_k, max(lengths_q), max(lengths_k), 0.3, causal, True, 0.0, 0, False)
+    args = (None, cu_q, cu_k, max(lengths_q), max(lengths_k), 0.3, causal, True, 0.0, None, False)
     out, lse = native.attention_forward(q, k, v, *args)
     assert lse.shape == (hq, q.shape[0])
     grad_out = randn(out.shape, torch.float64)
@@ -101,13 +101,17 @@ def test_varlen_matches_each_sequence(causal):
 
 def test_dropout_drops_the_same_elements_forward_and_backward():
     q, k, v = (randn((1, 2, 16, 32), torch.float64) for _ in range(3))
-    args = (None, None, None, 16, 16, 0.2, False, True, 0.5, 1234, False)
+    seed = torch.tensor([1234])  # read through its address, as the kernels read the op's device tensor
+    args = (None, None, None, 16, 16, 0.2, False, True, 0.5, seed, False)
     out, lse = native.attention_forward(q, k, v, *args)
-    plain, _ = native.attention_forward(q, k, v, *args[:8], 0.0, 1234, False)
+    plain, _ = native.attention_forward(q, k, v, *args[:8], 0.0, None, False)
     assert not torch.allclose(out, plain)
     # The seed decides: the same seed gives the same output, another seed another one.
     assert torch.equal(out, native.attention_forward(q, k, v, *args)[0])
-    assert not torch.equal(out, native.attention_forward(q, k, v, *args[:9], 99, False)[0])
+    assert not torch.equal(out, native.attention_forward(q, k, v, *args[:9], torch.tensor([99]), False)[0])
+    seed.fill_(99)  # the value at call time counts, not the one when the arguments were built
+    assert not torch.equal(out, native.attention_forward(q, k, v, *args)[0])
+    seed.fill_(1234)
     # out is linear in v, so the backward's grad_v must reproduce it: <grad_out, out> = <grad_v, v>.
     grad_out = randn(out.shape, torch.float64)
     _, _, grad_v = native.attention_backward(grad_out, q, k, v, out, lse, *args)
@@ -116,13 +120,13 @@ def test_dropout_drops_the_same_elements_forward_and_backward():
 
 def test_checks_before_the_kernel():
     q = randn((1, 2, 4, 32), torch.float32)
-    dense = (None, None, None, 4, 4, 1.0, False, True, 0.0, 0, False)
+    dense = (None, None, None, 4, 4, 1.0, False, True, 0.0, None, False)
     with pytest.raises(RuntimeError, match="unsupported head dim 16"):
         native.attention_forward(q[..., :16], q[..., :16], q[..., :16], *dense)
     with pytest.raises(RuntimeError, match="multiple of the key/value heads"):
         native.attention_forward(randn((1, 3, 4, 32), torch.float32), q, q, *dense)
     with pytest.raises(RuntimeError, match="max_seqlen_q = q.size"):
-        native.attention_forward(q, q, q, None, None, None, 5, 4, 1.0, False, True, 0.0, 0, False)
+        native.attention_forward(q, q, q, None, None, None, 5, 4, 1.0, False, True, 0.0, None, False)
     with pytest.raises(RuntimeError, match="unsupported dtype"):
         native.attention_forward(q.int(), q.int(), q.int(), *dense)
 
@@ -132,10 +136,10 @@ def test_cpu_library_checks_cu_seqlens_values():
     q = randn((6, 2, 32), torch.float32)
     good = torch.tensor([0, 6], dtype=torch.int32)
     with pytest.raises(RuntimeError, match="max_seqlen_q / max_seqlen_k must bound every length"):
-        native.attention_forward(q, q, q, None, good, good, 4, 6, 1.0, False, True, 0.0, 0, False)
+        native.attention_forward(q, q, q, None, good, good, 4, 6, 1.0, False, True, 0.0, None, False)
     with pytest.raises(RuntimeError, match="end at the number of tokens"):
         native.attention_forward(q, q, q, None, torch.tensor([0, 5], dtype=torch.int32), good, 6, 6, 1.0, False,
-                                 True, 0.0, 0, False)
+                                 True, 0.0, None, False)
 
 
 def test_wgmma_available_is_false_without_a_hopper_gpu():
@@ -150,7 +154,7 @@ def test_wgmma_available_is_false_without_a_hopper_gpu():
 @pytest.mark.parametrize("causal", [False, True])
 def test_cuda_matches_reference(dtype, causal):
     q, k, v = (randn((2, 4, 70, 64), dtype, "cuda") for _ in range(3))
-    args = (None, None, None, 70, 70, 0.125, causal, True, 0.0, 0, False)
+    args = (None, None, None, 70, 70, 0.125, causal, True, 0.0, None, False)
     out, lse = native.attention_forward(q, k, v, *args)
     q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
     expected_out, expected_lse = reference(q64, k64, v64, None, 0.125, causal, True)

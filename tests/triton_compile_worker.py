@@ -209,8 +209,8 @@ def _attention():
         # A (Hq, Nk) bias broadcast over batch and queries: strides 0 as dlkernels passes it.
         bias = (torch.empty(1, heads[0], 1, seqlen_k, dtype=dtype).expand(batch, heads[0], seqlen_q, seqlen_k)
                 if bias else None)
-        args = (bias, *cu_seqlens, seqlen_q, seqlen_k, head_dim**-0.5, causal, bottom_right, dropout_p,
-                -(2**62) + 12345, tf32)
+        seed = torch.tensor([-(2**62) + 12345]) if dropout_p > 0 else None  # the op's int64 seed tensor
+        args = (bias, *cu_seqlens, seqlen_q, seqlen_k, head_dim**-0.5, causal, bottom_right, dropout_p, seed, tf32)
         out, lse = attention_forward(q, k, v, *args)
         attention_backward(out, q, k, v, out, lse, *args)
 

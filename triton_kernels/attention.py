@@ -80,7 +80,7 @@ _DELTA_BLOCK_M = 32 if INTERPRETING else 128
 _KEY = ["seqlen_q_bucket", "seqlen_k_bucket", "HEAD_DIM", "CAUSAL", "HAS_BIAS", "DROPOUT", "VARLEN",
         "INPUT_PRECISION"]
 # Values that change from call to call; specialising them would only multiply compilations.
-_UNSPECIALIZED = ["seqlen_q", "seqlen_k", "total_q", "seed_lo", "seed_hi", "dropout_threshold", "seqlen_q_bucket",
+_UNSPECIALIZED = ["seqlen_q", "seqlen_k", "total_q", "dropout_threshold", "seqlen_q_bucket",
                   "seqlen_k_bucket"]
 
 # exp(x) = exp2(x * log2(e)), the hardware's exponential. Scores stay in natural units (scale * q.k +
@@ -197,15 +197,16 @@ def _load_bias(tile_ptr, rows, cols, num_rows, num_cols, row_stride, TRANSPOSED:
 
 
 @triton.jit
-def _dropout_keep(seed_lo, seed_hi, row_counters, cols, threshold, TRANSPOSED: tl.constexpr):
+def _dropout_keep(seed_ptr, row_counters, cols, threshold, TRANSPOSED: tl.constexpr):
     """Kept elements of a tile: Philox word >= threshold (unsigned), counter = row_counter + key
     index (dlk::dropout_counter, row_counter = (h * total_q + query token) * seqlen_k). The 64-bit
-    seed and the 32-bit threshold arrive as int32 bit patterns (see _Problem.scalars)."""
+    seed is read from memory (one load per tile: a CUDA graph draws a new one per replay); the
+    32-bit threshold arrives as an int32 bit pattern (see _Problem.scalars)."""
     if TRANSPOSED:
         counters = row_counters[None, :] + cols[:, None]
     else:
         counters = row_counters[:, None] + cols[None, :]
-    seed = (seed_hi.to(tl.uint32).to(tl.uint64) << 32) | seed_lo.to(tl.uint32).to(tl.uint64)
+    seed = tl.load(seed_ptr).to(tl.uint64)
     return tl.randint(seed, counters) >= threshold.to(tl.uint32)
 
 
@@ -214,7 +215,7 @@ def _dropout_keep(seed_lo, seed_hi, row_counters, cols, threshold, TRANSPOSED: t
 @triton.jit
 def _attn_fwd_inner(
     acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, lo, hi, len_q, len_k, shift,
-    k_row_stride, v_row_stride, bias_row_stride, scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+    k_row_stride, v_row_stride, bias_row_stride, scale, seed_ptr, row_counters, dropout_threshold,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, DROPOUT: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     USE_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -245,7 +246,7 @@ def _attn_fwd_inner(
         p = tl.math.exp2((s - m_safe[:, None]) * LOG2E)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:  # the row sum above is the softmax's; only the product with V drops
-            p = tl.where(_dropout_keep(seed_lo, seed_hi, row_counters, offs_n, dropout_threshold, False), p, 0.0)
+            p = tl.where(_dropout_keep(seed_ptr, row_counters, offs_n, dropout_threshold, False), p, 0.0)
         v = _load_block(v_source, start_n, len_k, v_row_stride, BLOCK_N, HEAD_DIM, BLOCK_D, MASKED, USE_TMA)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc, input_precision=INPUT_PRECISION, out_dtype=tl.float32)
@@ -258,7 +259,7 @@ def _attn_fwd_inner(
 def _attn_fwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, lse_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     q_strides, k_strides, v_strides, out_strides, bias_strides, lse_strides,  # (batch, head, row)
-    seqlen_q, seqlen_k, total_q, group_size, scale, seed_lo, seed_hi, dropout_threshold, dropout_scale,
+    seqlen_q, seqlen_k, total_q, group_size, scale, seed_ptr, dropout_threshold, dropout_scale,
     seqlen_q_bucket, seqlen_k_bucket,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, BOTTOM_RIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, VARLEN: tl.constexpr, DROPOUT: tl.constexpr,
@@ -317,12 +318,12 @@ def _attn_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, 0, full_end, len_q, len_k, shift,
-        k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+        k_strides[2], v_strides[2], bias_strides[2], scale, seed_ptr, row_counters, dropout_threshold,
         HEAD_DIM, BLOCK_D, False, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, USE_TMA, BLOCK_M,
         BLOCK_N)
     acc, l_i, m_i = _attn_fwd_inner(
         acc, l_i, m_i, q, k_source, v_source, bias_base, start_m, full_end, hi, len_q, len_k, shift,
-        k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+        k_strides[2], v_strides[2], bias_strides[2], scale, seed_ptr, row_counters, dropout_threshold,
         HEAD_DIM, BLOCK_D, True, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, USE_TMA, BLOCK_M,
         BLOCK_N)
 
@@ -375,7 +376,7 @@ def _load_row_stats(lse_base, delta_base, offs_m, len_q):
 @triton.jit
 def _attn_bwd_dkdv_inner(
     dk, dv, k, v, q_base, do_base, lse_base, delta_base, bias_base, start_n, lo, hi, len_q, len_k, shift,
-    q_row_stride, do_row_stride, bias_row_stride, scale, seed_lo, seed_hi, token_counter, seqlen_k,
+    q_row_stride, do_row_stride, bias_row_stride, scale, seed_ptr, token_counter, seqlen_k,
     dropout_threshold, dropout_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr, HAS_BIAS: tl.constexpr,
     DROPOUT: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -406,7 +407,7 @@ def _attn_bwd_dkdv_inner(
         p_t = tl.math.exp2((s_t - lse[None, :]) * LOG2E)
         dp_t = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION, out_dtype=tl.float32)
         if DROPOUT:
-            keep = _dropout_keep(seed_lo, seed_hi, (token_counter + offs_m) * seqlen_k, offs_n, dropout_threshold, True)
+            keep = _dropout_keep(seed_ptr, (token_counter + offs_m) * seqlen_k, offs_n, dropout_threshold, True)
             dropped_p_t = tl.where(keep, p_t * dropout_scale, 0.0)
             dp_t = tl.where(keep, dp_t * dropout_scale, 0.0)
         else:
@@ -424,7 +425,7 @@ def _attn_bwd_dkdv_kernel(
     cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     q_strides, k_strides, v_strides, bias_strides, grad_out_strides, lse_strides, grad_k_strides,
     grad_v_strides,  # (batch, head, row); delta shares lse's
-    seqlen_q, seqlen_k, total_q, group_size, scale, seed_lo, seed_hi, dropout_threshold, dropout_scale,
+    seqlen_q, seqlen_k, total_q, group_size, scale, seed_ptr, dropout_threshold, dropout_scale,
     seqlen_q_bucket, seqlen_k_bucket,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, BOTTOM_RIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, VARLEN: tl.constexpr, DROPOUT: tl.constexpr,
@@ -476,12 +477,12 @@ def _attn_bwd_dkdv_kernel(
         if CAUSAL:
             dk, dv = _attn_bwd_dkdv_inner(
                 dk, dv, k, v, q_base, do_base, lse_base, delta_base, bias_base, start_n, lo, mid, len_q, len_k,
-                shift, q_strides[2], grad_out_strides[2], bias_strides[2], scale, seed_lo, seed_hi, token_counter,
+                shift, q_strides[2], grad_out_strides[2], bias_strides[2], scale, seed_ptr, token_counter,
                 seqlen_k, dropout_threshold, dropout_scale,
                 HEAD_DIM, BLOCK_D, True, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
         dk, dv = _attn_bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, lse_base, delta_base, bias_base, start_n, mid, len_q, len_q, len_k, shift,
-            q_strides[2], grad_out_strides[2], bias_strides[2], scale, seed_lo, seed_hi, token_counter, seqlen_k,
+            q_strides[2], grad_out_strides[2], bias_strides[2], scale, seed_ptr, token_counter, seqlen_k,
             dropout_threshold, dropout_scale,
             HEAD_DIM, BLOCK_D, False, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
 
@@ -495,7 +496,7 @@ def _attn_bwd_dkdv_kernel(
 @triton.jit
 def _attn_bwd_dq_inner(
     dq, q, do, lse, delta, k_base, v_base, bias_base, start_m, lo, hi, len_q, len_k, shift,
-    k_row_stride, v_row_stride, bias_row_stride, scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+    k_row_stride, v_row_stride, bias_row_stride, scale, seed_ptr, row_counters, dropout_threshold,
     dropout_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr, DROPOUT: tl.constexpr, DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -526,7 +527,7 @@ def _attn_bwd_dq_inner(
         p = tl.math.exp2((s - lse[:, None]) * LOG2E)
         dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION, out_dtype=tl.float32)
         if DROPOUT:
-            keep = _dropout_keep(seed_lo, seed_hi, row_counters, offs_n, dropout_threshold, False)
+            keep = _dropout_keep(seed_ptr, row_counters, offs_n, dropout_threshold, False)
             dp = tl.where(keep, dp * dropout_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(DOT_DTYPE), k, dq, input_precision=INPUT_PRECISION, out_dtype=tl.float32)
@@ -538,7 +539,7 @@ def _attn_bwd_dq_inner(
 def _attn_bwd_dq_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, grad_out_ptr, lse_ptr, delta_ptr, grad_q_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     q_strides, k_strides, v_strides, bias_strides, grad_out_strides, lse_strides, grad_q_strides,
-    seqlen_q, seqlen_k, total_q, group_size, scale, seed_lo, seed_hi, dropout_threshold, dropout_scale,
+    seqlen_q, seqlen_k, total_q, group_size, scale, seed_ptr, dropout_threshold, dropout_scale,
     seqlen_q_bucket, seqlen_k_bucket,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, BOTTOM_RIGHT: tl.constexpr,
     HAS_BIAS: tl.constexpr, VARLEN: tl.constexpr, DROPOUT: tl.constexpr,
@@ -589,12 +590,12 @@ def _attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     dq = _attn_bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, bias_base, start_m, 0, full_end, len_q, len_k, shift,
-        k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+        k_strides[2], v_strides[2], bias_strides[2], scale, seed_ptr, row_counters, dropout_threshold,
         dropout_scale,
         HEAD_DIM, BLOCK_D, False, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
     dq = _attn_bwd_dq_inner(
         dq, q, do, lse, delta, k_base, v_base, bias_base, start_m, full_end, hi, len_q, len_k, shift,
-        k_strides[2], v_strides[2], bias_strides[2], scale, seed_lo, seed_hi, row_counters, dropout_threshold,
+        k_strides[2], v_strides[2], bias_strides[2], scale, seed_ptr, row_counters, dropout_threshold,
         dropout_scale,
         HEAD_DIM, BLOCK_D, True, CAUSAL, HAS_BIAS, DROPOUT, DOT_DTYPE, INPUT_PRECISION, BLOCK_M, BLOCK_N)
     _store_rows(grad_q_ptr + b * grad_q_strides[0] + h * grad_q_strides[1] + row_q * grad_q_strides[2],
@@ -691,7 +692,7 @@ class _Problem:
         threshold = math.floor(self.dropout_p * 4294967296.0)
         self.dropout_threshold = 0xFFFFFFFF if threshold >= 4294967295 else threshold
         self.dropout_scale = 1.0 / (1.0 - self.dropout_p)
-        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # int64 reinterpreted as uint64
+        self.seed = seed if self.dropout_p > 0.0 else q  # an int64 tensor; never read without dropout
         self.meta = {
             "HEAD_DIM": self.head_dim, "BLOCK_D": triton.next_power_of_2(self.head_dim), "CAUSAL": bool(causal),
             "BOTTOM_RIGHT": bool(causal_bottom_right), "HAS_BIAS": bias is not None, "VARLEN": self.varlen,
@@ -714,11 +715,10 @@ class _Problem:
         return torch.empty(shape, dtype=torch.float32, device=device)
 
     def scalars(self):
-        """seed_lo .. seqlen_k_bucket of the kernels. The seed words and the threshold go as int32 bit
-        patterns: Triton types an int argument by its value (i32, i64, u64), and a type that changed
-        with the seed or dropout_p would mean another compilation."""
-        return (_int32_bits(self.seed & 0xFFFFFFFF), _int32_bits(self.seed >> 32),
-                _int32_bits(self.dropout_threshold), self.dropout_scale,
+        """seed_ptr .. seqlen_k_bucket of the kernels. The threshold goes as an int32 bit pattern:
+        Triton types an int argument by its value (i32, i64, u64), and a type that changed with
+        dropout_p would mean another compilation."""
+        return (self.seed, _int32_bits(self.dropout_threshold), self.dropout_scale,
                 triton.next_power_of_2(max(self.seqlen_q, 1)), triton.next_power_of_2(max(self.seqlen_k, 1)))
 
     def grid(self, seqlen, block, heads):

@@ -7,7 +7,8 @@
 // AttentionParams fields (pointers, sizes, strides of q / k / v / bias, softmax and dropout), then the
 // entry's own tensors with their (batch, head, row) strides, dtype (dlk::DType as int), then for CUDA
 // the workspace (backward) and the stream. Strides are in elements; dense batch strides are 0 for
-// varlen inputs (cu_seqlens given). lse is contiguous, so its strides are derived, not passed.
+// varlen inputs (cu_seqlens given). lse is contiguous, so its strides are derived, not passed. The
+// dropout seed is the address of one int64 beside the tensors (on the GPU for CUDA), null without dropout.
 #pragma once
 
 #include "capi.h"
@@ -18,7 +19,7 @@
       int64_t total_k, int64_t q_batch_stride, int64_t q_head_stride, int64_t q_row_stride, int64_t k_batch_stride, \
       int64_t k_head_stride, int64_t k_row_stride, int64_t v_batch_stride, int64_t v_head_stride,                  \
       int64_t v_row_stride, int64_t bias_batch_stride, int64_t bias_head_stride, int64_t bias_row_stride,          \
-      double scale, int causal, int causal_bottom_right, double dropout_p, int64_t seed, int allow_tf32
+      double scale, int causal, int causal_bottom_right, double dropout_p, const int64_t *seed, int allow_tf32
 #define DLK_ATTENTION_ARGS                                                                                         \
   q, k, v, bias, cu_seqlens_q, cu_seqlens_k, batch, heads_q, heads_kv, head_dim, seqlen_q, seqlen_k, total_q,      \
       total_k, q_batch_stride, q_head_stride, q_row_stride, k_batch_stride, k_head_stride, k_row_stride,          \

@@ -49,8 +49,8 @@ inline void set_attention_params(AttentionParams& p, DLK_ATTENTION_PARAMS) {
   p.causal = causal != 0;
   p.causal_bottom_right = causal_bottom_right != 0;
   p.dropout_p = dropout_p;
-  p.seed = static_cast<uint64_t>(seed);  // Python's int64 seed, reinterpreted as Philox's 64-bit key
-  p.allow_tf32 = allow_tf32 != 0;        // the wrappers keep it only for float32
+  p.seed = seed;                   // read by the kernels (device memory for CUDA), only when dropping
+  p.allow_tf32 = allow_tf32 != 0;  // the wrappers keep it only for float32
 }
 
 // DLK_OK, or the failure code with "<what>: <why>" as the last error.
@@ -67,6 +67,7 @@ inline int check_attention(const char* what, const AttentionParams& p, int dtype
   if (p.batch < 0 || p.seqlen_q < 0 || p.seqlen_k < 0 || p.total_q < 0)
     return invalid_argument(what, "sizes must not be negative");
   if (!(p.dropout_p >= 0.0 && p.dropout_p < 1.0)) return invalid_argument(what, "dropout_p must be in [0, 1)");
+  if (p.dropout_p > 0.0 && p.seed == nullptr) return invalid_argument(what, "dropout needs a seed");
   if ((p.cu_seqlens_q == nullptr) != (p.cu_seqlens_k == nullptr))
     return invalid_argument(what, "give both cu_seqlens_q and cu_seqlens_k, or neither");
   if (p.cu_seqlens_q != nullptr && p.bias != nullptr)

@@ -104,7 +104,7 @@ struct Dropout {
   int seqlen_k;
 
   explicit Dropout(const AttentionParams& p)
-      : enabled(p.dropout_p > 0.0), seed(p.seed), threshold(dropout_threshold(p.dropout_p)),
+      : enabled(p.dropout_p > 0.0), seed(dropout_seed(p)), threshold(dropout_threshold(p.dropout_p)),
         keep_scale(Acc(1.0 / (1.0 - p.dropout_p))), total_q(p.total_q), seqlen_k(p.seqlen_k) {}
 
   Acc factor(int h, int64_t q_token, int j) const {

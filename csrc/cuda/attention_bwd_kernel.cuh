@@ -147,7 +147,7 @@ struct Dropout {
 DLK_HOST_DEVICE Dropout make_dropout(const AttentionParams& p) {
   Dropout d;
   d.enabled = p.dropout_p > 0.0;
-  d.seed = p.seed;
+  d.seed = dropout_seed(p);  // one load per thread, before the main loops
   d.threshold = dropout_threshold(p.dropout_p);
   d.keep_scale = d.enabled ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.0f;
   d.total_q = p.total_q;

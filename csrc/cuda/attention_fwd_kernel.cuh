@@ -112,22 +112,25 @@ DLK_HOST_DEVICE void softmax_finish(float row_max, float row_sum, float dropout_
   lse = empty ? -INFINITY : row_max * kLn2 + logf(row_sum);
 }
 
-DLK_HOST_DEVICE bool keep_after_dropout(const ForwardArgs& args, int h, int64_t q_token, int key) {
+// seed = dropout_seed(args.params), loaded where dropout runs: the key lives in device memory (a CUDA
+// graph draws a new one per replay), and a load per call of these helpers would repeat in the loop.
+DLK_HOST_DEVICE bool keep_after_dropout(const ForwardArgs& args, uint64_t seed, int h, int64_t q_token, int key) {
   const AttentionFwdParams& p = args.params;
-  return dropout_keep(p.seed, dropout_counter(h, p.total_q, q_token, p.seqlen_k, key), args.dropout_threshold);
+  return dropout_keep(seed, dropout_counter(h, p.total_q, q_token, p.seqlen_k, key), args.dropout_threshold);
 }
 
 // Keep bits of one row's elements in an S accumulator block: bit 2 n + e for key
 // key0 + 8 n + 2 quad_lane + e (n < kSTiles). A rolled loop: ten Philox rounds per element unrolled
 // over the whole block would cost code size and registers for nothing.
 template <int kSTiles>
-DLK_HOST_DEVICE uint32_t dropout_keep_bits(const ForwardArgs& args, int h, int64_t q_token, int key0, int quad_lane) {
+DLK_HOST_DEVICE uint32_t dropout_keep_bits(const ForwardArgs& args, uint64_t seed, int h, int64_t q_token, int key0,
+                                           int quad_lane) {
   static_assert(2 * kSTiles <= 32, "one bit per element in a 32-bit mask");
   uint32_t bits = 0;
   DLK_ATTN_NO_UNROLL
   for (int idx = 0; idx < 2 * kSTiles; ++idx) {
     const int key = key0 + 8 * (idx / 2) + 2 * quad_lane + idx % 2;
-    bits |= uint32_t(keep_after_dropout(args, h, q_token, key)) << idx;
+    bits |= uint32_t(keep_after_dropout(args, seed, h, q_token, key)) << idx;
   }
   return bits;
 }
@@ -300,7 +303,7 @@ __global__ void __launch_bounds__(ForwardConfig<kHeadDim>::kThreads)
         }
       }
       if (args.dropout) {
-        const uint32_t keep = dropout_keep_bits<kSTiles>(args, h, q_token[rr], key0, quad_lane);
+        const uint32_t keep = dropout_keep_bits<kSTiles>(args, dropout_seed(p), h, q_token[rr], key0, quad_lane);
         DLK_UNROLL
         for (int n = 0; n < kSTiles; ++n) {
           DLK_UNROLL
@@ -464,11 +467,13 @@ __global__ void __launch_bounds__(ForwardFloatConfig::kThreads)
     float base;
     const float rescale = online_softmax_step(row_max, block_max, base);
     float block_sum = 0.0f;
+    const uint64_t seed = args.dropout ? dropout_seed(p) : 0;
     DLK_UNROLL
     for (int u = 0; u < Config::kKeysPerThread; ++u) {
       s[u] = exp2f(s[u] - base);
       block_sum += s[u];
-      if (args.dropout && s[u] != 0.0f && !keep_after_dropout(args, h, q_token, key0 + c + kGroup * u)) s[u] = 0.0f;
+      if (args.dropout && s[u] != 0.0f && !keep_after_dropout(args, seed, h, q_token, key0 + c + kGroup * u))
+        s[u] = 0.0f;
     }
     DLK_UNROLL
     for (int offset = 1; offset < kGroup; offset *= 2) block_sum += __shfl_xor_sync(0xffffffffu, block_sum, offset);

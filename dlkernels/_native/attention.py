@@ -20,8 +20,8 @@ _INT32_MAX = 2**31 - 1
 _p, _i64, _int, _double = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 # DLK_ATTENTION_PARAMS: q, k, v, bias, cu_seqlens_q, cu_seqlens_k; batch, heads_q, heads_kv, head_dim, seqlen_q,
 # seqlen_k; total_q, total_k; (batch, head, row) strides of q, k, v, bias; scale, causal, causal_bottom_right,
-# dropout_p, seed, allow_tf32.
-_COMMON = [_p] * 6 + [_int] * 6 + [_i64] * 14 + [_double, _int, _int, _double, _i64, _int]
+# dropout_p, seed (the address of an int64), allow_tf32.
+_COMMON = [_p] * 6 + [_int] * 6 + [_i64] * 14 + [_double, _int, _int, _double, _p, _int]
 _STRIDED = [_p, _i64, _i64, _i64]
 _FORWARD = _COMMON + _STRIDED + [_p, _int]  # out + strides, lse, dtype
 _BACKWARD = _COMMON + _STRIDED * 2 + [_p] + _STRIDED * 3 + [_int]  # out, grad_out, lse, grad_q/k/v, dtype
@@ -98,6 +98,9 @@ def _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
         _fail(f"the query heads ({heads_q}) must be a multiple of the key/value heads ({heads_kv})")
     if not 0.0 <= dropout_p < 1.0:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p > 0 and not (isinstance(seed, Tensor) and seed.dtype == torch.int64 and seed.numel() >= 1
+                              and seed.device == q.device):
+        _fail("dropout needs its seed as an int64 tensor on q's device (the kernels read its first element)")
     if varlen:
         for cu in (cu_seqlens_q, cu_seqlens_k):
             if not (cu.dtype == torch.int32 and cu.dim() == 1 and cu.numel() >= 1 and cu.device == q.device):
@@ -132,8 +135,8 @@ def _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
     common = (q.data_ptr(), k.data_ptr(), v.data_ptr(), data_ptr(bias), data_ptr(cu_seqlens_q),
               data_ptr(cu_seqlens_k), batch, heads_q, heads_kv, head_dim, max_seqlen_q, max_seqlen_k, total_q,
               k_shape[0], *_layout_strides(q_stride, varlen), *_layout_strides(k_stride, varlen),
-              *_layout_strides(v_stride, varlen), *bias_strides, scale, causal, causal_bottom_right, dropout_p, seed,
-              allow_tf32)
+              *_layout_strides(v_stride, varlen), *bias_strides, scale, causal, causal_bottom_right, dropout_p,
+              data_ptr(seed) if dropout_p > 0 else None, allow_tf32)
     return common, varlen, lse_shape
 
 
@@ -155,7 +158,7 @@ def _run(entry: str, args: tuple, q: Tensor) -> None:
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, cu_seqlens_q: Tensor | None,
                       cu_seqlens_k: Tensor | None, max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool,
-                      causal_bottom_right: bool, dropout_p: float, seed: int,
+                      causal_bottom_right: bool, dropout_p: float, seed: Tensor | None,
                       allow_tf32: bool) -> tuple[Tensor, Tensor]:
     cu_seqlens_q, cu_seqlens_k = _contiguous(cu_seqlens_q), _contiguous(cu_seqlens_k)
     common, varlen, lse_shape = _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -170,7 +173,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, cu_s
 def attention_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                        bias: Tensor | None, cu_seqlens_q: Tensor | None, cu_seqlens_k: Tensor | None,
                        max_seqlen_q: int, max_seqlen_k: int, scale: float, causal: bool, causal_bottom_right: bool,
-                       dropout_p: float, seed: int, allow_tf32: bool) -> tuple[Tensor, Tensor, Tensor]:
+                       dropout_p: float, seed: Tensor | None, allow_tf32: bool) -> tuple[Tensor, Tensor, Tensor]:
     cu_seqlens_q, cu_seqlens_k = _contiguous(cu_seqlens_q), _contiguous(cu_seqlens_k)
     common, varlen, lse_shape = _common(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                         scale, causal, causal_bottom_right, dropout_p, seed, allow_tf32)

@@ -14,8 +14,10 @@ Public functions:
 
 Precision: fp16 and bf16 run with fp32 accumulation; fp32 runs exactly, or on TF32 tensor cores
 on GPU when torch.backends.cuda.matmul.allow_tf32 is set (the flag that governs torch's own
-fp32 matmuls). float64 is accepted by the CPU reference only. Dropout draws its Philox seed from
-torch's default CPU generator, so torch.manual_seed makes it reproducible; the backward recomputes
+fp32 matmuls). float64 is accepted by the CPU reference only. Dropout draws its Philox seed with
+torch.randint on q's device (torch's generator for that device), so torch.manual_seed makes it
+reproducible and a captured CUDA graph draws a new seed at every replay; the kernels read the seed
+from that tensor, never on the host, and the backward recomputes
 the same mask. Rows that can see no key (fully masked) give 0, and zero gradients.
 """
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _attention_backward_fake(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu
 
 
 _OPTIONS_SCHEMA = ("int max_seqlen_q, int max_seqlen_k, float scale, bool causal, bool causal_bottom_right, "
-                   "float dropout_p, int seed, bool allow_tf32, str backend")
+                   "float dropout_p, Tensor? seed, bool allow_tf32, str backend")
 
 _attention_backward = define(
     "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? bias, "
@@ -81,20 +83,26 @@ _attention_backward = define(
     _attention_backward_impl, _attention_backward_fake)
 
 
+_SEED_OPTION = 6  # index of the seed tensor in the options (max_seqlen_q ... backend)
+
+
 def _setup_context(ctx, inputs, output):
     q, k, v, bias, cu_seqlens_q, cu_seqlens_k, *options = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k)
-    ctx.options = options  # max_seqlen_q ... backend
+    ctx.save_for_backward(q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k, options[_SEED_OPTION])
+    options[_SEED_OPTION] = None  # saved above: tensors travel through save_for_backward
+    ctx.options = options
     ctx.mark_non_differentiable(lse)
 
 
 def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+    q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k, seed = ctx.saved_tensors
     if grad_out.stride(-1) != 1:
         grad_out = grad_out.contiguous()
+    options = list(ctx.options)
+    options[_SEED_OPTION] = seed
     grad_q, grad_k, grad_v = _attention_backward(grad_out, q, k, v, out, lse, bias, cu_seqlens_q, cu_seqlens_k,
-                                                 *ctx.options)
+                                                 *options)
     return grad_q, grad_k, grad_v, *([None] * 12)
 
 
@@ -208,9 +216,6 @@ def _prepare(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn
     _check_qkv(op, q, k, v, varlen)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"{op}: dropout_p must be in [0, 1), got {dropout_p!r}")
-    if dropout_p > 0 and capturing():
-        raise NotImplementedError(f"{op}: dropout in a CUDA graph: our kernels take their seed from the host, so "
-                                  "every replay would drop the same elements; backend='auto' or 'torch' runs it")
     head_dim = q.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     if varlen:
@@ -234,7 +239,8 @@ def _prepare(op, q, k, v, *, causal, causal_bottom_right, scale, dropout_p, attn
 
     def run():
         # The seed comes from torch's generator only when dropping, so dropout-free calls leave the RNG alone.
-        seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+        # It stays on the device: an RNG op a CUDA graph replays with fresh philox offsets, and no host sync.
+        seed = torch.randint(0, 2**62, (1,), device=q.device) if dropout_p > 0 else None
         return _attention(q, k, v, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, scale, bool(causal),
                           causal_bottom_right, dropout_p, seed, allow_tf32, backend)
     return run

@@ -33,6 +33,9 @@
 // the 64-bit dropout_counter below, c2 = c3 = 0, first output word r):
 //   keep = r >= dropout_threshold(p)   (unsigned 32-bit compare)
 // so the CPU reference, CUDA and Triton drop exactly the same elements and backward recomputes them.
+// The key is read through a pointer into the inputs' memory (device memory for CUDA), not passed by
+// value: the op draws it with a torch RNG op on the device, so a captured CUDA graph draws a new key
+// at every replay, as torch's own dropout does (philox seed/offset taken at replay).
 #pragma once
 
 #include <cmath>
@@ -81,7 +84,7 @@ struct AttentionParams {
   bool causal = false;
   bool causal_bottom_right = true;
   double dropout_p = 0.0;  // in [0, 1); 0 disables dropout (double: the threshold must match Python's)
-  uint64_t seed = 0;       // Philox key; the op draws it from torch's generator per forward
+  const int64_t* seed = nullptr;  // Philox key (int64 bits); read only when dropout_p > 0
   // fp32 inputs only: the matmuls may use TF32 tensor cores (torch.backends.cuda.matmul.allow_tf32).
   // The CPU reference is always exact.
   bool allow_tf32 = false;
@@ -152,6 +155,11 @@ DLK_HOST_DEVICE uint32_t philox_first_word(uint64_t seed, uint64_t counter) {
     k1 += 0xBB67AE85u;
   }
   return c0;
+}
+
+// The Philox key of a call: one load, 0 without dropout (then the pointer may be null).
+DLK_HOST_DEVICE uint64_t dropout_seed(const AttentionParams& p) {
+  return p.dropout_p > 0.0 ? static_cast<uint64_t>(*p.seed) : 0;
 }
 
 DLK_HOST_DEVICE bool dropout_keep(uint64_t seed, uint64_t counter, uint32_t threshold) {
