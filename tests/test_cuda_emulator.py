@@ -34,10 +34,11 @@ test_warp_primitives checks ldmatrix.trans (which the conv kernel does not use) 
 against plain products, the same way.
 
 The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) is covered
-at the end of this file, with its own planted faults.
+at the end of this file, dropout included, with its own planted faults. Both programs share
+tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
 
-Cost: one build of the harness (about 10 s on 2 cores), about 0.1 s per case, 7 mutant builds of
-the fp16-only harness (about 3 s each) and 2 small builds for the primitives.
+Cost: two harness builds (about 10 s each on 2 cores), about 0.1 s per case, 12 mutant builds of
+the fp16-only harnesses (about 3 s each) and 2 small builds for the primitives.
 """
 from __future__ import annotations
 
@@ -170,33 +171,35 @@ MUTANTS = {
 }
 
 
-def build_mutant(directory: pathlib.Path, name: str) -> pathlib.Path:
-    target, old, new, _ = MUTANTS[name]
+def build_mutant(directory: pathlib.Path, program: str, kernels: list[pathlib.Path], name: str,
+                 fault: tuple) -> pathlib.Path:
+    """The fp16-only build of emulator program `program` (a .cpp of tests/emulator) with fault
+    (file, old, new, ...) planted in a copy of one of its files."""
+    target, old, new = fault[:3]
     directory.mkdir()
     # The harness and its headers beside the mutated copy: quoted includes find the copy first.
-    for f in EMULATOR.iterdir():
-        if f.suffix in (".h", ".cpp"):
+    for f in [*EMULATOR.iterdir(), *kernels]:
+        if f.suffix in (".h", ".cpp", ".cuh"):
             shutil.copy(f, directory)
-    shutil.copy(KERNELS, directory)
     path = directory / target
     text = path.read_text()
     assert text.count(old) == 1, f"{name}: the planted fault's anchor is not unique in {target}"
     path.write_text(text.replace(old, new))
-    return build(directory / "conv2d_emulate.cpp", directory / "conv2d_emulate", "-DDLK_EMULATE_F16_ONLY")
+    return build(directory / program, directory / pathlib.Path(program).stem, "-DDLK_EMULATE_F16_ONLY")
 
 
-@pytest.fixture(scope="module")
-def mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
-    root = tmp_path_factory.mktemp("mutants")
+def build_mutants(root: pathlib.Path, program: str, kernels: list[pathlib.Path],
+                  faults: dict[str, tuple]) -> dict[str, pathlib.Path]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(build_mutant, root / name, name) for name in MUTANTS}
+        futures = {name: pool.submit(build_mutant, root / name, program, kernels, name, fault)
+                   for name, fault in faults.items()}
         return {name: f.result() for name, f in futures.items()}
 
 
-@pytest.mark.parametrize("name", MUTANTS)
-def test_planted_fault(mutants, name):
-    for args, expected in MUTANTS[name][3]:
-        ran = run(mutants[name], args)
+def check_planted_fault(exe: pathlib.Path, name: str, cases: list[tuple[str, str | None]]) -> None:
+    """Each (args, expected): exit 1 with /expected/ in the output, or a pass where expected is None."""
+    for args, expected in cases:
+        ran = run(exe, args)
         if expected is None:
             assert ran.returncode == 0, ran.stdout + ran.stderr
         else:
@@ -204,13 +207,25 @@ def test_planted_fault(mutants, name):
             assert re.search(expected, ran.stdout), f"{name} on {args}: expected /{expected}/ in\n{ran.stdout}"
 
 
+@pytest.fixture(scope="module")
+def mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
+    return build_mutants(tmp_path_factory.mktemp("mutants"), "conv2d_emulate.cpp", [KERNELS], MUTANTS)
+
+
+@pytest.mark.parametrize("name", MUTANTS)
+def test_planted_fault(mutants, name):
+    check_planted_fault(mutants[name], name, MUTANTS[name][3])
+
+
 # ---------------------------------------------------------------------------------------------
 # The fp16 / bf16 flash-attention forward (csrc/cuda/attention_fwd_kernel.cuh:
 # attention_forward_kernel<T, D>: cp.async K/V ring, ldmatrix(.trans), mma.sync m16n8k16, quad
 # shuffles, online softmax, staged 16-byte output stores) on the emulator against a double-precision
 # plain-loop attention: out and lse, zero detector findings (tests/emulator/attention_fwd_emulate.cpp).
+# Dropout: the kernel reads its Philox seed through AttentionParams::seed (as the op's device tensor)
+# and must drop exactly what dlk/attention.h's rule drops (the reference applies that rule).
 # Not covered: head dims 96, 128 (Q re-read per k-step), 256 (8 warps); the fp32 SIMT kernel;
-# bias, dropout, varlen (cu_seqlens), unaligned (element-copy) loads; causal top-left; the backward.
+# bias, varlen (cu_seqlens), unaligned (element-copy) loads; causal top-left; the backward.
 
 ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh"]
 
@@ -224,6 +239,8 @@ ATTENTION_CASES = {
     "bf16-d64-causal-ring": "dtype=bf16 d=64 hq=2 hk=1 nq=100 nk=261 causal=1",
     "bf16-d32-gqa-b2-single-block": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=19 nk=19",
     "bf16-d32-ring": "dtype=bf16 d=32 hq=2 hk=1 nq=65 nk=390",
+    "f16-d64-dropout-ring": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300 dropout=0.3 philox=0x123456789abcdef",
+    "bf16-d32-dropout-causal-gqa-b2": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=77 nk=150 causal=1 dropout=0.2 philox=-7",
 }
 
 
@@ -241,6 +258,7 @@ def test_attention_forward_emulated(attention_emulator, case):
 
 ATTENTION_RING = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300"
 ATTENTION_CAUSAL = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 causal=1"
+ATTENTION_DROPOUT = "dtype=f16 d=64 b=2 hq=2 hk=1 nq=70 nk=200 dropout=0.25 philox=99"
 ATTENTION_MUTANTS = {
     # the online-softmax rescale of O applied to the other row of the thread's pair
     "softmax-rescale-row": ("attention_fwd_kernel.cuh", "        acc_o[n][2 * rr] *= rescale;\n",
@@ -253,35 +271,23 @@ ATTENTION_MUTANTS = {
     "refill-barrier": ("attention_fwd_kernel.cuh",
                        "    __syncthreads();  // every warp is done with this stage before it is refilled\n", "",
                        [(ATTENTION_RING, r"war: \d+")]),
+    # the two keys of a lane's accumulator pair take each other's dropout decision
+    "dropout-key-order": ("attention_fwd_kernel.cuh", "const int key = key0 + 8 * (idx / 2) + 2 * quad_lane + idx % 2;",
+                          "const int key = key0 + 8 * (idx / 2) + 2 * quad_lane + (idx + 1) % 2;",
+                          [(ATTENTION_DROPOUT, WRONG)]),
+    # a fixed key instead of the one read through AttentionParams::seed (what a host-side seed baked
+    # into a CUDA graph amounts to)
+    "dropout-seed-not-read": ("attention_fwd_kernel.cuh", "dropout_keep_bits<kSTiles>(args, dropout_seed(p), h,",
+                              "dropout_keep_bits<kSTiles>(args, 0, h,", [(ATTENTION_DROPOUT, WRONG)]),
 }
-
-
-def build_attention_mutant(directory: pathlib.Path, name: str) -> pathlib.Path:
-    target, old, new, _ = ATTENTION_MUTANTS[name]
-    directory.mkdir()
-    for f in EMULATOR.iterdir():
-        if f.suffix in (".h", ".cpp"):
-            shutil.copy(f, directory)
-    for f in ATTENTION_KERNELS:
-        shutil.copy(f, directory)
-    path = directory / target
-    text = path.read_text()
-    assert text.count(old) == 1, f"{name}: the planted fault's anchor is not unique in {target}"
-    path.write_text(text.replace(old, new))
-    return build(directory / "attention_fwd_emulate.cpp", directory / "attention_fwd_emulate", "-DDLK_EMULATE_F16_ONLY")
 
 
 @pytest.fixture(scope="module")
 def attention_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
-    root = tmp_path_factory.mktemp("attention_mutants")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(build_attention_mutant, root / name, name) for name in ATTENTION_MUTANTS}
-        return {name: f.result() for name, f in futures.items()}
+    return build_mutants(tmp_path_factory.mktemp("attention_mutants"), "attention_fwd_emulate.cpp", ATTENTION_KERNELS,
+                         ATTENTION_MUTANTS)
 
 
 @pytest.mark.parametrize("name", ATTENTION_MUTANTS)
 def test_attention_planted_fault(attention_mutants, name):
-    for args, expected in ATTENTION_MUTANTS[name][3]:
-        ran = run(attention_mutants[name], args)
-        assert ran.returncode == 1, f"{name} was not caught on {args}:\n{ran.stdout}{ran.stderr}"
-        assert re.search(expected, ran.stdout), f"{name} on {args}: expected /{expected}/ in\n{ran.stdout}"
+    check_planted_fault(attention_mutants[name], name, ATTENTION_MUTANTS[name][3])

@@ -5,8 +5,10 @@
 // in conv2d_emulate.cpp.
 //
 // One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64, b, hq, hk, nq,
-// nk, causal, seed. Prints one summary line and the detector's findings; exit status 0 when out and
-// lse match and the detector is clean, 1 on a mismatch or a finding, 2 on a bad case.
+// nk, causal, seed (of the inputs), dropout (p) and philox (the dropout seed, which the kernel reads
+// through AttentionParams::seed as it reads the op's device tensor). Prints one summary line and the
+// detector's findings; exit status as harness.h's verdict (2 on a bad case).
+#include "harness.h"
 #include "warp_emu.h"
 
 #define __CUDA_ARCH__ 800  // the kernels' device branches from here on
@@ -33,15 +35,13 @@ struct Case {
   int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
   bool causal = false, detect = true;
   uint32_t seed = 1;
+  double dropout = 0.0;
+  int64_t philox = 0;
 };
 
 bool parse(int argc, char** argv, Case& c) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string key = arg.substr(0, eq), v = arg.substr(eq + 1);
-    const int x = std::atoi(v.c_str());
+  return dlk_emu::parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
+    const int x = dlk_emu::to_int(v);
     if (key == "dtype") c.dtype = v;
     else if (key == "d") c.d = x;
     else if (key == "b") c.b = x;
@@ -52,19 +52,14 @@ bool parse(int argc, char** argv, Case& c) {
     else if (key == "causal") c.causal = x != 0;
     else if (key == "detect") c.detect = x != 0;
     else if (key == "seed") c.seed = uint32_t(x);
+    else if (key == "dropout") c.dropout = std::atof(v.c_str());
+    else if (key == "philox") c.philox = std::strtoll(v.c_str(), nullptr, 0);
     else return false;
-  }
-  return true;
+    return true;
+  });
 }
 
-template <typename T>
-struct Buffer {
-  std::vector<uint4> storage;
-  size_t size = 0;
-  explicit Buffer(size_t n) : storage((n * sizeof(T) + 15) / 16 + 1), size(n) {}
-  T* data() { return reinterpret_cast<T*>(storage.data()); }
-  T& operator[](size_t i) { return data()[i]; }
-};
+using dlk_emu::Buffer;
 
 template <typename T, int kHeadDim>
 int run(const Case& cs) {
@@ -118,6 +113,12 @@ int run(const Case& cs) {
   p.scale = float(p.scale_f64);
   p.causal = cs.causal;
   p.causal_bottom_right = true;
+  const int64_t philox_seed = cs.philox;  // in "device" memory: the kernel loads it
+  p.dropout_p = cs.dropout;
+  p.seed = cs.dropout > 0 ? &philox_seed : nullptr;
+  a.dropout = cs.dropout > 0;
+  a.dropout_threshold = dropout_threshold(cs.dropout);
+  a.dropout_scale = a.dropout ? float(1.0 / (1.0 - cs.dropout)) : 1.0f;
   a.scale_log2 = p.scale * kLog2e;
   a.aligned = true;
   a.group_size = cs.hq / cs.hk;
@@ -130,11 +131,16 @@ int run(const Case& cs) {
   const bool ran = dlk_emu::launch(grid, dim3(Config::kThreads), smem,
                                    Config::kSmemBytes, body, options, findings);
 
-  // Reference: softmax(scale q k^T, causal bottom-right) v in double, lse natural log.
-  const double tol_out = std::is_same_v<T, __half> ? 4e-3 : 2e-2;  // relative to max |v| (P rounded to T)
-  int wrong = 0, checked = 0;
-  double worst = 0;
-  char first[256] = "";
+  // Reference: softmax(scale q k^T, causal bottom-right) v in double, lse natural log (before dropout),
+  // P dropped where dlk/attention.h's Philox rule drops it and scaled by 1 / (1 - p).
+  const double tol_out = (std::is_same_v<T, __half> ? 4e-3 : 2e-2) / (1.0 - cs.dropout);  // relative to max |v|
+  const uint32_t threshold = dropout_threshold(cs.dropout);
+  const auto keep_factor = [&](int h, int64_t q_token, int j) {
+    if (cs.dropout <= 0) return 1.0;
+    const uint64_t counter = dropout_counter(h, p.total_q, q_token, cs.nk, j);
+    return dropout_keep(uint64_t(cs.philox), counter, threshold) ? 1.0 / (1.0 - cs.dropout) : 0.0;
+  };
+  dlk_emu::Tally tally;
   for (int bb = 0; bb < cs.b; ++bb)
     for (int h = 0; h < cs.hq; ++h) {
       const int hk = h / (cs.hq / cs.hk);
@@ -153,32 +159,31 @@ int run(const Case& cs) {
         for (int j = 0; j < key_end; ++j) l += std::exp(s[j] - m);
         const double ref_lse = key_end > 0 ? m + std::log(l) : -INFINITY;
         const float got_lse = lse[(size_t(bb) * cs.hq + h) * cs.nq + i];
-        ++checked;
         const bool lse_ok = key_end > 0 ? std::fabs(got_lse - ref_lse) <= 2e-3 * (1 + std::fabs(ref_lse))
                                         : got_lse == -INFINITY;
-        if (!lse_ok) {
-          if (!wrong++) std::snprintf(first, sizeof(first), "lse b=%d h=%d i=%d: %g, expected %g", bb, h, i, got_lse, ref_lse);
-        }
+        tally.check(lse_ok, 0.0, [&] {
+          return "lse b=" + std::to_string(bb) + " h=" + std::to_string(h) + " i=" + std::to_string(i) + ": " +
+                 std::to_string(got_lse) + ", expected " + std::to_string(ref_lse);
+        });
+        const int64_t q_token = int64_t(bb) * cs.nq + i;
         for (int e = 0; e < D; ++e) {
           double o = 0;
-          for (int j = 0; j < key_end; ++j) o += std::exp(s[j] - m) / l * vr[((size_t(bb) * cs.nk + j) * cs.hk + hk) * D + e];
+          for (int j = 0; j < key_end; ++j)
+            o += std::exp(s[j] - m) / l * keep_factor(h, q_token, j) * vr[((size_t(bb) * cs.nk + j) * cs.hk + hk) * D + e];
           const double got = to_accumulate(out[((size_t(bb) * cs.nq + i) * cs.hq + h) * D + e]);
           const double err = std::fabs(got - o);
-          ++checked;
-          if (!(err <= tol_out * 2.0)) {  // |v| <= 2
-            if (!wrong++) std::snprintf(first, sizeof(first), "out b=%d h=%d i=%d e=%d: %g, expected %g", bb, h, i, e, got, o);
-          }
-          if (err == err) worst = std::max(worst, err);
+          tally.check(err <= tol_out * 2.0, err, [&] {  // |v| <= 2
+            return "out b=" + std::to_string(bb) + " h=" + std::to_string(h) + " i=" + std::to_string(i) + " e=" +
+                   std::to_string(e) + ": " + std::to_string(got) + ", expected " + std::to_string(o);
+          });
         }
       }
     }
-  std::printf("attention_forward_kernel<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d: %d of %d outputs wrong "
-              "(max |err| %.3g), %d blocks, %d findings%s\n",
-              cs.dtype.c_str(), D, cs.b, cs.hq, cs.hk, cs.nq, cs.nk, int(cs.causal), wrong, checked, worst,
-              int(grid.x * grid.y * grid.z), findings.total(), ran ? "" : " (did not complete)");
-  if (wrong) std::printf("  first: %s\n", first);
-  findings.print(stdout);
-  return ran && wrong == 0 && findings.total() == 0 ? 0 : 1;
+  std::printf("attention_forward_kernel<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d dropout=%g: %zu of %zu "
+              "outputs wrong (max |err| %.3g), %d blocks, %d findings\n",
+              cs.dtype.c_str(), D, cs.b, cs.hq, cs.hk, cs.nq, cs.nk, int(cs.causal), cs.dropout, tally.wrong,
+              tally.checked, tally.worst, int(grid.x * grid.y * grid.z), findings.total());
+  return dlk_emu::verdict(tally, findings, ran);
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 // detector finds anything, the findings; exit status 0 when the results match and the detector is
 // clean, 1 on a mismatch or a finding, 2 on a bad case (e.g. fast=1 where the planner would not
 // pick the cp.async loader).
+#include "harness.h"
 #include "warp_emu.h"
 
 #define __CUDA_ARCH__ 800  // the kernels' device branches from here on
@@ -47,12 +48,8 @@ struct Case {
 bool pair(const std::string& v, int& a, int& b) { return std::sscanf(v.c_str(), "%d,%d", &a, &b) == 2; }
 
 bool parse(int argc, char** argv, Case& c) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (eq == std::string::npos) return false;
-    const std::string key = arg.substr(0, eq), v = arg.substr(eq + 1);
-    const int x = std::atoi(v.c_str());
+  return dlk_emu::parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
+    const int x = dlk_emu::to_int(v);
     if (key == "op") c.op = v;
     else if (key == "dtype") c.dtype = v;
     else if (key == "layout") c.channels_last = v == "nhwc";
@@ -78,19 +75,11 @@ bool parse(int argc, char** argv, Case& c) {
       else if (v == "64x64") c.tile = TileShape::k64x64;
       else return false;
     } else return false;
-  }
-  return true;
+    return true;
+  });
 }
 
-// Element storage: T-typed buffers, 16-byte aligned (the cp.async loaders' requirement).
-template <typename T>
-struct Buffer {
-  std::vector<uint4> storage;
-  size_t size = 0;
-  explicit Buffer(size_t n) : storage((n * sizeof(T) + 15) / 16 + 1), size(n) {}
-  T* data() { return reinterpret_cast<T*>(storage.data()); }
-  T& operator[](size_t i) { return data()[i]; }
-};
+using dlk_emu::Buffer;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 Divider<uint32_t> divider(int64_t d) { return Divider<uint32_t>(static_cast<uint32_t>(std::max<int64_t>(d, 1))); }
@@ -365,27 +354,23 @@ int run(const Case& cs) {
 
   // Within fp32 accumulation (and TF32 operand) error, plus the output's rounding to T.
   const double eps = tolerance_eps<T>(choice.tensor_cores);
-  size_t bad = 0, first_bad = 0;
-  double max_err = 0;
+  dlk_emu::Tally tally;
   for (size_t i = 0; i < out.size(); ++i) {
     const double err = std::fabs(out[i] - out_ref[i]);
     const double sum_eps = std::is_same_v<T, double> ? 1e-13 : std::is_same_v<T, float> ? std::max(eps, 1e-5) : 1e-5;
     const double tol = eps * std::fabs(out_ref[i]) + sum_eps * out_abs[i] + (std::is_same_v<T, double> ? 1e-14 : 1e-6);
-    if (!(err <= tol)) {
-      if (bad++ == 0) first_bad = i;
-    }
-    if (err > max_err || err != err) max_err = err;
+    tally.check(err <= tol, err, [&] {
+      return "output " + std::to_string(i) + ": got " + std::to_string(out[i]) + ", want " + std::to_string(out_ref[i]);
+    });
   }
   std::printf("%s %s %s: kernel %s, %llu blocks, %llu ldmatrix, %llu mma, %llu cp.async, %llu barriers; "
               "%zu of %zu outputs wrong (max error %.3g), %d findings\n",
               cs.op.c_str(), cs.dtype.c_str(), cs.channels_last ? "nhwc" : "nchw", kernel.c_str(),
               (unsigned long long)dlk_emu::g_counters.blocks, (unsigned long long)dlk_emu::g_counters.warp_ops[0],
               (unsigned long long)dlk_emu::g_counters.warp_ops[1], (unsigned long long)dlk_emu::g_counters.cp_async,
-              (unsigned long long)dlk_emu::g_counters.barriers, bad, out.size(), max_err, findings.total());
-  if (bad) std::printf("first wrong output %zu: got %g, want %g\n", first_bad, out[first_bad], out_ref[first_bad]);
-  findings.print(stdout);
-  if (!ran) std::printf("the emulated launch did not complete\n");
-  return (bad == 0 && findings.total() == 0 && ran) ? 0 : 1;
+              (unsigned long long)dlk_emu::g_counters.barriers, tally.wrong, tally.checked, tally.worst,
+              findings.total());
+  return dlk_emu::verdict(tally, findings, ran);
 }
 
 }  // namespace
