@@ -3,12 +3,16 @@
     python benchmarks/gpu_artifact.py                        # on a CPU machine: libraries + Triton cache
     python3 benchmarks/gpu_check.py                          # on the GPU machine, carrying build/gpu_artifact
     python benchmarks/gpu_check.py --dry-run [--require-artifact] [--json]   # anywhere: the plan, nothing run
+    python3 benchmarks/gpu_check.py --profile sanitizers    # the four compute-sanitizer tools, nothing else
 
 Stages, each with a hard time budget (at the budget a step gets SIGINT, so pytest still writes its junit xml,
 then SIGKILL after a grace period): setup (install the carried artifact), tests (`pytest -m cuda tests/`:
 every op x backend x dtype against cuDNN, forward and backward), memcheck and racecheck (compute-sanitizer over
 benchmarks/sanitize.py, instrumenting only our kernels), bench (the headline rows of `python -m dlkernels.bench
 --quick`), pack. Every stage runs even when an earlier one failed; the exit status is 0 only if all passed.
+The default profile has no time left for synccheck and initcheck; `--profile sanitizers` (a second device
+session, or the rest of one) runs setup and then memcheck, racecheck, synccheck and initcheck with longer
+budgets, and no tests or benchmarks.
 Nothing compiles CUDA here: the native libraries come from the artifact (an `nvcc` on PATH is a tripwire), and
 Triton finds the kernels the artifact carries in its cache (the summary counts those it still had to compile,
 and triton_cache.tar.gz returns them: `gpu_artifact.py --gpu-triton-cache` folds them into the next artifact).
@@ -64,6 +68,12 @@ HEADLINE_BENCH = (
     ("rnn", "float16", 13),
 )
 OVERHEAD_BENCH_BUDGET_S = 15  # `--ops overhead`, once dlkernels/bench/overhead.py exists
+
+# What each profile runs: the sanitizer tools of the default check, and the sanitizer profile's (seconds each).
+PROFILES = ("default", "sanitizers")
+DEFAULT_SANITIZERS = (("memcheck", 55), ("racecheck", 70))
+ALL_SANITIZERS = (("memcheck", 95), ("racecheck", 100), ("synccheck", 90), ("initcheck", 95))
+SANITIZER_TOOLS = tuple(tool for tool, _ in ALL_SANITIZERS)
 
 # compute-sanitizer instruments only kernels whose mangled name contains this: all of ours live in namespace
 # dlk (tests/test_gpu_check.py checks it), while cuDNN's reference kernels run uninstrumented, at full speed.
@@ -229,8 +239,11 @@ def triton_identity(python: str = sys.executable) -> dict:
 # The plan
 
 class Check:
-    def __init__(self, out: Path, artifact: Path, python: str = sys.executable, test_workers: int | None = None):
-        self.out, self.artifact, self.python = out, artifact, python
+    def __init__(self, out: Path, artifact: Path, python: str = sys.executable, test_workers: int | None = None,
+                 profile: str = "default"):
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        self.out, self.artifact, self.python, self.profile = out, artifact, python, profile
         self.cache_dir = WORK_DIR / "triton_cache"
         self.results_dir = WORK_DIR / "results"
         self.tripwire_log = WORK_DIR / "nvcc_calls.log"
@@ -267,17 +280,19 @@ class Check:
             bench.append(Step("bench overhead", "bench.log", OVERHEAD_BENCH_BUDGET_S,
                               [py, "-m", "dlkernels.bench", "--ops", "overhead", "--quick",
                                "--out", str(self.results_dir)]))
+        setup = Stage("setup", [
+            Step("device", "setup.log", 12, ["nvidia-smi"]),
+            Step("install artifact", "setup.log", 10, action=self.install_artifact,
+                 about=f"check {self.artifact / MANIFEST}, unpack the libraries into {LIB_DIR}/ "
+                       f"and the Triton cache into {self.cache_dir}/"),
+            Step("python and libraries", "setup.log", 15, [py, "benchmarks/gpu_check.py", "--load-check"]),
+        ])
+        if self.profile == "sanitizers":
+            return [setup, *(Stage(tool, [sanitize(tool, budget)]) for tool, budget in ALL_SANITIZERS)]
         return [
-            Stage("setup", [
-                Step("device", "setup.log", 12, ["nvidia-smi"]),
-                Step("install artifact", "setup.log", 10, action=self.install_artifact,
-                     about=f"check {self.artifact / MANIFEST}, unpack the libraries into {LIB_DIR}/ "
-                           f"and the Triton cache into {self.cache_dir}/"),
-                Step("python and libraries", "setup.log", 15, [py, "benchmarks/gpu_check.py", "--load-check"]),
-            ]),
+            setup,
             Stage("tests", [Step("GPU tests", "tests.log", 180, tests)]),
-            Stage("memcheck", [sanitize("memcheck", 55)]),
-            Stage("racecheck", [sanitize("racecheck", 70)]),
+            *(Stage(tool, [sanitize(tool, budget)]) for tool, budget in DEFAULT_SANITIZERS),
             Stage("bench", bench),
             Stage("pack", [Step("results and Triton cache", "bench.log", 10, action=self.pack,
                                 about=f"results.tar.gz (benchmarks/results/ of this run) and {TRITON_TARBALL} "
@@ -370,7 +385,7 @@ class Check:
                 step.status = f"error: {type(error).__name__}: {error}"
             step.seconds = time.monotonic() - started
             log.write(f"== {step.name}: {step.status} in {step.seconds:.0f} s\n")
-        if step.name in ("memcheck", "racecheck"):  # what the sanitizer and sanitize.py concluded
+        if step.name in SANITIZER_TOOLS:  # what the sanitizer and sanitize.py concluded
             with open(log_path, errors="replace") as log:
                 log.seek(log_start)
                 step.verdict = "; ".join(line.strip("= \n") for line in log if not line.startswith("== ") and (
@@ -503,7 +518,8 @@ def dry_run(check: Check, collect: bool) -> dict:
         if step.log not in OUT_FILES:
             problems.append(f"step {step.name!r} logs to {step.log}, which is not a declared output file")
     plan = {
-        "total_budget_s": TOTAL_BUDGET_S, "stages_budget_s": budget, "max_out_files": MAX_OUT_FILES,
+        "profile": check.profile, "total_budget_s": TOTAL_BUDGET_S, "stages_budget_s": budget,
+        "max_out_files": MAX_OUT_FILES,
         "out_files": list(OUT_FILES),
         "stages": [{"name": stage.name, "budget_s": stage.budget_s, "steps": [
             {"name": step.name, "budget_s": step.budget_s, "log": step.log,
@@ -516,7 +532,8 @@ def dry_run(check: Check, collect: bool) -> dict:
                   "pytest-xdist is not installed here (the GPU image has it): the tests would run in one process",
                   "pytest-timeout stops a test after 120 s" if check.has_timeout else
                   "pytest-timeout is not installed here (the GPU image has it): no per-test limit"],
-        "device_call": {"command": "python3 benchmarks/gpu_check.py",
+        "device_call": {"command": "python3 benchmarks/gpu_check.py" + (
+                            "" if check.profile == "default" else f" --profile {check.profile}"),
                         "carry": [os.path.relpath(check.artifact, ROOT)], "timeout_s": 600},
     }
     if collect:
@@ -581,6 +598,9 @@ def main(argv=None) -> int:
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT)
     parser.add_argument("--test-workers", type=int, default=None,
                         help="pytest-xdist processes for the tests (default 4 when xdist is installed, else 0)")
+    parser.add_argument("--profile", choices=PROFILES, default="default",
+                        help="default: tests, memcheck, racecheck, bench; sanitizers: all four compute-sanitizer "
+                             "tools with longer budgets, nothing else")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check it; run nothing")
     parser.add_argument("--load-check", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
@@ -590,7 +610,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.load_check:
         return load_check()
-    check = Check(args.out.resolve(), args.artifact.resolve(), test_workers=args.test_workers)
+    check = Check(args.out.resolve(), args.artifact.resolve(), test_workers=args.test_workers, profile=args.profile)
     if args.dry_run:
         plan = dry_run(check, collect=not args.no_collect)
         print(json.dumps(plan, indent=1, default=str)) if args.json else print_plan(plan)

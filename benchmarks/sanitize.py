@@ -1,5 +1,6 @@
 """Runs every op family's CUDA backend, fwd and bwd, in all dtypes, on the small benchmark shapes,
-for compute-sanitizer (benchmarks/gpu_check.py runs it under memcheck and racecheck):
+for compute-sanitizer (benchmarks/gpu_check.py runs it under memcheck and racecheck, and with
+--profile sanitizers under synccheck and initcheck too):
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --kernel-name kns=dlk \
         python benchmarks/sanitize.py [--budget-s S] [--list] [family ...]

@@ -46,6 +46,21 @@ def test_dry_run_lists_every_stage_within_its_budgets(plan):
     assert plan["problems"] == []
 
 
+def test_sanitizer_profile_runs_the_four_tools_within_the_budget(tmp_path):
+    """Issue #14 item 8: memcheck, racecheck, synccheck and initcheck, each over benchmarks/sanitize.py and only
+    our kernels; the default profile has room for two of them, so the others have their own profile."""
+    done = dry_run("--json", "--no-collect", "--profile", "sanitizers", "--artifact", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    plan = json.loads(done.stdout)
+    tools = ["memcheck", "racecheck", "synccheck", "initcheck"]
+    assert plan["profile"] == "sanitizers" and [stage["name"] for stage in plan["stages"]] == ["setup", *tools]
+    assert plan["stages_budget_s"] <= plan["total_budget_s"] - gpu_check.BUDGET_MARGIN_S and plan["problems"] == []
+    for stage, tool in zip(plan["stages"][1:], tools):
+        command = stage["steps"][0]["command"]
+        assert f"--tool {tool}" in command and "--kernel-name kns=dlk" in command and "sanitize.py" in command
+    assert plan["device_call"]["command"].endswith("--profile sanitizers")
+
+
 def test_dry_run_lists_the_tests_and_sanitizer_runs(tmp_path):
     """Collects the GPU tests: a test module that fails to import here would fail on the GPU too."""
     done = dry_run("--json", "--artifact", str(tmp_path))
