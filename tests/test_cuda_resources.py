@@ -135,3 +135,34 @@ def test_a_forced_spill_is_caught(tmp_path):
     bounds = "__launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)"
     compiled = cuda.compile_sm90_mutant(tmp_path, bounds, bounds.replace(", 1)", ", 2)"))
     assert spilling_tensor_core_kernels(compiled)
+
+
+# The register table at the top of csrc/cuda/attention_bwd.cu: head dim, dkdv sm_80 / sm_90a, dq sm_80 / sm_90a.
+BACKWARD_TABLE_ROW = re.compile(r"^//\s+(\d+)\s+\d+ x \d+(?:, two passes)?\s+(\d+)/(\d+)\s+[\d.]+ KiB\s+\d+ x \d+\s+"
+                                r"(\d+)/(\d+)\s+[\d.]+ KiB$", re.M)
+BACKWARD_TC_KERNEL = re.compile(r"dlk::attention_bwd::(dkdv|dq)_tc_kernel<__half, (\d+)\b.*>")
+
+
+def test_attention_backward_register_table_is_current():
+    """The table the tile choices are argued from (dK + dV or dQ plus S and dP under 255 registers) must be what
+    ptxas gives today; it went stale once. Head dim 256's dkdv row is the larger of its two passes. The numbers
+    are nvcc 13.0's (CI's); another release allocates differently, so it is skipped there."""
+    release = subprocess.run([cuda.NVCC, "--version"], capture_output=True, text=True).stdout
+    if "release 13.0" not in release:
+        pytest.skip("the table records nvcc 13.0's register counts")
+    cuda_dir = cuda.CUDA_SOURCES[0].parent
+    table = {int(m[1]): tuple(int(x) for x in m.groups()[1:])
+             for m in BACKWARD_TABLE_ROW.finditer((cuda_dir / "attention_bwd.cu").read_text())}
+    assert sorted(table) == [32, 64, 96, 128, 256], f"could not read the table: {table}"
+    measured: dict[tuple[str, int, str], int] = {}
+    for arch in ("80", "90a"):
+        compiled = compiled_or_fail(cuda_dir / "attention_bwd_f16.cu", arch)
+        demangled = cuda.demangle(compiled.resources)
+        for mangled, kernel in compiled.resources.items():
+            match = BACKWARD_TC_KERNEL.fullmatch(cuda.kernel_name(demangled[mangled]))
+            if match:
+                key = (match[1], int(match[2]), arch)
+                measured[key] = max(measured.get(key, 0), kernel.registers)
+    actual = {d: tuple(measured[(kind, d, arch)] for kind in ("dkdv", "dq") for arch in ("80", "90a"))
+              for d in table}
+    assert table == actual, f"update the register table in attention_bwd.cu to ptxas' {actual}"

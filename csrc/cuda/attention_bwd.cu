@@ -9,14 +9,15 @@
 //   fp32         SIMT kernels, exact fp32 FMAs. allow_tf32 is accepted and ignored (no TF32 path yet).
 //   fp64         kUnsupportedDType (the CPU reference covers it).
 //
-// Tile configurations (4 warps per CTA, 16 resident rows per warp; fp16 = bf16). Registers from
-// ptxas -v for sm_80 / sm_90a, no spills in any tensor-core kernel; shared memory is dynamic:
+// Tile configurations (4 warps per CTA, 16 resident rows per warp; fp16 = bf16). Registers of the
+// fp16 kernels from ptxas -v for sm_80 / sm_90a (the larger pass at head dim 256; checked against
+// ptxas by tests/test_cuda_resources.py), no spills in any tensor-core kernel; shared memory is dynamic:
 //   head dim  dkdv keys x queries  regs     smem      dq queries x keys  regs     smem
-//   32        64 x 64              168/168  25 KiB    64 x 64            124/123  24 KiB
-//   64        64 x 64              214/212  49 KiB    64 x 64            199/168  48 KiB
-//   96        64 x 32              209/213  48.5 KiB  64 x 64            167/168  72 KiB
-//   128       64 x 32              246/252  64.5 KiB  64 x 64            229/228  96 KiB
-//   256       64 x 32, two passes  242/255  128.5 KiB 64 x 32            246/254  128 KiB
+//   32        64 x 64              166/166  25 KiB    64 x 64            128/126  24 KiB
+//   64        64 x 64              227/232  49 KiB    64 x 64            196/168  48 KiB
+//   96        64 x 32              229/231  48.5 KiB  64 x 64            168/167  72 KiB
+//   128       64 x 32              248/252  64.5 KiB  64 x 64            242/232  96 KiB
+//   256       64 x 32, two passes  250/254  128.5 KiB 64 x 32            246/249  128 KiB
 // The streamed block shrinks as head_dim grows because dK + dV (D floats per thread) or dQ (D / 2)
 // plus S and dP (streamed / 4 floats) must stay under 255 registers; head dim 256 computes dV and
 // dK in two passes of the dkdv kernel (2 x 128 accumulators cannot fit one), recomputing S.
