@@ -37,7 +37,7 @@ The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_em
 at the end of this file, dropout included, with its own planted faults. Both programs share
 tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
 
-Cost: two harness builds (about 10 s each on 2 cores), about 0.1 s per case, 12 mutant builds of
+Cost: two harness builds (about 10 s each on 2 cores), about 0.1-3 s per case, 13 mutant builds of
 the fp16-only harnesses (about 3 s each) and 2 small builds for the primitives.
 """
 from __future__ import annotations
@@ -224,8 +224,10 @@ def test_planted_fault(mutants, name):
 # plain-loop attention: out and lse, zero detector findings (tests/emulator/attention_fwd_emulate.cpp).
 # Dropout: the kernel reads its Philox seed through AttentionParams::seed (as the op's device tensor)
 # and must drop exactly what dlk/attention.h's rule drops (the reference applies that rule).
-# Not covered: head dims 96, 128 (Q re-read per k-step), 256 (8 warps); the fp32 SIMT kernel;
-# bias, varlen (cu_seqlens), unaligned (element-copy) loads; causal top-left; the backward.
+# Every head dim: 32 and 64 (kBlockN 128), 96 (kBlockN 64), 128 (Q re-read from shared memory per
+# k-step), 256 (8 warps, kBlockN 32).
+# Not covered: the fp32 SIMT kernel; bias, varlen (cu_seqlens), unaligned (element-copy) loads; causal
+# top-left; the Hopper (wgmma) forward; the backward.
 
 ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh"]
 
@@ -241,6 +243,11 @@ ATTENTION_CASES = {
     "bf16-d32-ring": "dtype=bf16 d=32 hq=2 hk=1 nq=65 nk=390",
     "f16-d64-dropout-ring": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300 dropout=0.3 philox=0x123456789abcdef",
     "bf16-d32-dropout-causal-gqa-b2": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=77 nk=150 causal=1 dropout=0.2 philox=-7",
+    "f16-d96-causal-gqa-ring": "dtype=f16 d=96 hq=2 hk=1 nq=70 nk=150 causal=1",
+    "bf16-d128-dropout-b2": "dtype=bf16 d=128 b=2 hq=2 hk=2 nq=33 nk=100 dropout=0.2 philox=5",
+    "f16-d128-gqa-ring": "dtype=f16 d=128 hq=4 hk=2 nq=80 nk=200",
+    "f16-d256-causal-8-warps": "dtype=f16 d=256 hq=2 hk=1 nq=70 nk=150 causal=1",
+    "bf16-d256-dropout-ragged": "dtype=bf16 d=256 b=2 hq=2 hk=2 nq=33 nk=100 dropout=0.2 philox=5",
 }
 
 
@@ -277,6 +284,10 @@ ATTENTION_MUTANTS = {
                           [(ATTENTION_DROPOUT, WRONG)]),
     # a fixed key instead of the one read through AttentionParams::seed (what a host-side seed baked
     # into a CUDA graph amounts to)
+    # the Q re-read of head dims >= 128 takes the k-steps' fragments in reverse order
+    "q-reread-k-step": ("attention_fwd_kernel.cuh", "        load_q_fragment(a, d);\n",
+                        "        load_q_fragment(a, kDSteps - 1 - d);\n",
+                        [("dtype=f16 d=128 hq=2 hk=1 nq=40 nk=70", WRONG), ("dtype=f16 d=64 hq=2 hk=1 nq=40 nk=70", None)]),
     "dropout-seed-not-read": ("attention_fwd_kernel.cuh", "dropout_keep_bits<kSTiles>(args, dropout_seed(p), h,",
                               "dropout_keep_bits<kSTiles>(args, 0, h,", [(ATTENTION_DROPOUT, WRONG)]),
 }

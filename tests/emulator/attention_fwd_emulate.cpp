@@ -4,7 +4,7 @@
 // shared-memory race and cp.async pipeline detector on. The kernel source is compiled unchanged, as
 // in conv2d_emulate.cpp.
 //
-// One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64, b, hq, hk, nq,
+// One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64|96|128|256, b, hq, hk, nq,
 // nk, causal, seed (of the inputs), dropout (p) and philox (the dropout seed, which the kernel reads
 // through AttentionParams::seed as it reads the op's device tensor). Prints one summary line and the
 // detector's findings; exit status as harness.h's verdict (2 on a bad case).
@@ -191,6 +191,9 @@ int run_dim(const Case& cs) {
   switch (cs.d) {
     case 32: return run<T, 32>(cs);
     case 64: return run<T, 64>(cs);
+    case 96: return run<T, 96>(cs);    // Q fragments held, kBlockN 64
+    case 128: return run<T, 128>(cs);  // Q re-read from shared memory per k-step
+    case 256: return run<T, 256>(cs);  // 8 warps, kBlockN 32
     default: return 2;
   }
 }
