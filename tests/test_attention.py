@@ -439,6 +439,25 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(xc.grad, xe.grad)
 
 
+def test_dropout_under_torch_compile_traces_the_seed_draw():
+    """The seed is a tensor from torch.randint inside the op's Python, so torch.compile traces the draw into the
+    graph (no graph break, no host read): the same torch seed gives eager's mask, and the backward recomputes the
+    forward's mask from the saved seed tensor (out is linear in v: <grad_out, out> = <grad_v, v>)."""
+    q, k, v = (torch.randn(1, 2, 16, 32, dtype=torch.float64, requires_grad=True) for _ in range(3))
+
+    def model(q, k, v):
+        return dlkernels.attention(q, k, v, dropout_p=0.3, causal=True, backend="reference")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(3)
+    out = compiled(q, k, v)
+    torch.manual_seed(3)
+    torch.testing.assert_close(out, model(q, k, v), rtol=0, atol=0)
+    grad_out = torch.randn_like(out)
+    (out * grad_out).sum().backward()
+    torch.testing.assert_close((out * grad_out).sum(), (v.grad * v).sum(), rtol=1e-12, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- bad inputs
 def _qkv(shape_q=(1, 2, 4, 32), shape_k=(1, 2, 4, 32), dtype=torch.float32):
     return torch.randn(shape_q, dtype=dtype), torch.randn(shape_k, dtype=dtype), torch.randn(shape_k, dtype=dtype)
