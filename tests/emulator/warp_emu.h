@@ -30,7 +30,8 @@
 // time a fiber yields (exact bytes, attributed to the fiber that ran; a store of the value already
 // there is invisible). What it does not see: plain C++ loads from shared memory (e.g. an epilogue
 // reading staged accumulators): a missing barrier before such a load is caught only by the results.
-// Epochs are block-wide barriers; __syncwarp and named barriers are not modelled.
+// Epochs are block-wide barriers; __syncwarp makes a warp's lanes wait for each other (bottom of the file)
+// but is not an epoch, and named barriers are not modelled.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -538,4 +539,16 @@ inline float __int_as_float(int x) {
   float f;
   std::memcpy(&f, &x, 4);
   return f;
+}
+// __syncwarp (full mask only): the lanes of the warp wait for each other, as a shuffle that moves
+// nothing (it counts among the shuffles). Not an epoch of the race detector: accesses on either side
+// of it stay in one barrier interval (see the top of the file).
+inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)::dlk_emu::shfl(mask, 0u, 0, 32, ::dlk_emu::kShflIdx); }
+// ld.global.cg (through L2): a plain load, as the emulated grid has one coherent memory and runs one
+// block at a time. A misaligned address, which faults on the GPU, is an execution finding.
+template <typename V> V __ldcg(const V* p) {
+  if (reinterpret_cast<uintptr_t>(p) % alignof(V) != 0 && ::dlk_emu::g_block != nullptr) {
+    ::dlk_emu::g_block->findings().add("execution", "__ldcg of a misaligned address");
+  }
+  return *p;
 }
