@@ -33,12 +33,15 @@ and over-waiting (cp_async_wait<kStages - 3>: slower, not wrong) passes.
 test_warp_primitives checks ldmatrix.trans (which the conv kernel does not use) and the shuffles
 against plain products, the same way.
 
-The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) is covered
-at the end of this file, dropout included, with its own planted faults. Both programs share
-tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
+The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) and the
+tensor-core attention backward (row_terms_kernel, dkdv_tc_kernel, dq_tc_kernel in the launcher's order,
+tests/emulator/attention_bwd_emulate.cpp) are covered at the end of this file, every head dim and
+dropout included, each with its own planted faults. The programs share tests/emulator/harness.h
+(arguments, buffers, the verdict) and the mutant builder below.
 
-Cost: two harness builds (about 10 s each on 2 cores), about 0.1-3 s per case, 13 mutant builds of
-the fp16-only harnesses (about 3 s each) and 2 small builds for the primitives.
+Cost: three harness builds (about 8-10 s each on 2 cores), about 0.1-4 s per case, 20 mutant builds
+of the fp16-only harnesses (about 3-5 s each) and 2 small builds for the primitives; the backward's
+section takes about 50 s.
 """
 from __future__ import annotations
 
@@ -226,8 +229,10 @@ def test_planted_fault(mutants, name):
 # and must drop exactly what dlk/attention.h's rule drops (the reference applies that rule).
 # Every head dim: 32 and 64 (kBlockN 128), 96 (kBlockN 64), 128 (Q re-read from shared memory per
 # k-step), 256 (8 warps, kBlockN 32).
-# Not covered: the fp32 SIMT kernel; bias, varlen (cu_seqlens), unaligned (element-copy) loads; causal
-# top-left; the Hopper (wgmma) forward; the backward.
+# Bias (broadcast over the batch, a row of -inf that sees no key) and varlen (packed sequences of
+# different lengths, an empty one, with cu_seqlens; dropout counted by packed token).
+# Not covered: the fp32 SIMT kernel; unaligned (element-copy) loads; causal top-left; the Hopper
+# (wgmma) forward; the NaN fill of sequences longer than max_seqlen. (The backward: the next section.)
 
 ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh"]
 
@@ -248,6 +253,10 @@ ATTENTION_CASES = {
     "f16-d128-gqa-ring": "dtype=f16 d=128 hq=4 hk=2 nq=80 nk=200",
     "f16-d256-causal-8-warps": "dtype=f16 d=256 hq=2 hk=1 nq=70 nk=150 causal=1",
     "bf16-d256-dropout-ragged": "dtype=bf16 d=256 b=2 hq=2 hk=2 nq=33 nk=100 dropout=0.2 philox=5",
+    "f16-d64-bias-causal": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 bias=1 causal=1",
+    "bf16-d32-bias-dropout-b2": "dtype=bf16 d=32 b=2 hq=2 hk=2 nq=34 nk=140 bias=1 dropout=0.1 philox=3",
+    "f16-d64-varlen-causal-empty": "dtype=f16 d=64 hq=4 hk=2 lens_q=5,77,0,130 lens_k=200,3,9,140 causal=1",
+    "bf16-d128-varlen-dropout": "dtype=bf16 d=128 hq=2 hk=1 lens_q=70,1,33 lens_k=20,150,33 dropout=0.2 philox=11",
 }
 
 
@@ -266,6 +275,8 @@ def test_attention_forward_emulated(attention_emulator, case):
 ATTENTION_RING = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300"
 ATTENTION_CAUSAL = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 causal=1"
 ATTENTION_DROPOUT = "dtype=f16 d=64 b=2 hq=2 hk=1 nq=70 nk=200 dropout=0.25 philox=99"
+ATTENTION_BIAS = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 bias=1"
+ATTENTION_VARLEN = "dtype=f16 d=64 hq=2 hk=1 lens_q=40,70 lens_k=90,20"
 ATTENTION_MUTANTS = {
     # the online-softmax rescale of O applied to the other row of the thread's pair
     "softmax-rescale-row": ("attention_fwd_kernel.cuh", "        acc_o[n][2 * rr] *= rescale;\n",
@@ -288,6 +299,12 @@ ATTENTION_MUTANTS = {
     "q-reread-k-step": ("attention_fwd_kernel.cuh", "        load_q_fragment(a, d);\n",
                         "        load_q_fragment(a, kDSteps - 1 - d);\n",
                         [("dtype=f16 d=128 hq=2 hk=1 nq=40 nk=70", WRONG), ("dtype=f16 d=64 hq=2 hk=1 nq=40 nk=70", None)]),
+    # each row reads the bias row of its pair partner (i ^ 1)
+    "bias-row": ("attention_fwd_kernel.cuh", "int64_t(i) * p.bias_row_stride", "int64_t(i ^ 1) * p.bias_row_stride",
+                 [(ATTENTION_BIAS, WRONG), (ATTENTION_RING, None)]),
+    # a packed sequence's key count taken from cu_seqlens_q
+    "varlen-key-count": ("attention_common.cuh", "s.len_k = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];",
+                         "s.len_k = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];", [(ATTENTION_VARLEN, WRONG)]),
     "dropout-seed-not-read": ("attention_fwd_kernel.cuh", "dropout_keep_bits<kSTiles>(args, dropout_seed(p), h,",
                               "dropout_keep_bits<kSTiles>(args, 0, h,", [(ATTENTION_DROPOUT, WRONG)]),
 }
@@ -302,3 +319,103 @@ def attention_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
 @pytest.mark.parametrize("name", ATTENTION_MUTANTS)
 def test_attention_planted_fault(attention_mutants, name):
     check_planted_fault(attention_mutants[name], name, ATTENTION_MUTANTS[name][3])
+
+
+# ---------------------------------------------------------------------------------------------
+# The fp16 / bf16 tensor-core flash-attention backward (csrc/cuda/attention_bwd_kernel.cuh:
+# row_terms_kernel<T>, then dkdv_tc_kernel<T, D, kGradK, kGradV> (one pass, or two at head dim 256:
+# dV then dK), then dq_tc_kernel<T, D>, with run_tensor_core_kernels' grids) on the emulator against a
+# double-precision plain-loop backward: dQ, dK, dV (GQA: summed over the group), the row terms D_i,
+# nothing written past the gradients, zero detector findings (tests/emulator/attention_bwd_emulate.cpp).
+# out and lse come from a double-precision forward in the program, not from the forward kernel.
+# Dropout: the kernels read the Philox seed through AttentionParams::seed and must keep exactly what
+# dlk/attention.h's rule keeps (dkdv per element, dq through keep_bits).
+# Not covered: the SIMT kernels (fp32, and the fp16 / bf16 fallback for unaligned tensors); bias,
+# varlen (cu_seqlens, the too-long NaN fill), causal top-left; batches split over several launches
+# (more than 65,535 sequences).
+
+ATTENTION_BWD_KERNELS = [ROOT / "csrc" / "cuda" / "attention_bwd_kernel.cuh",
+                         ROOT / "csrc" / "cuda" / "attention_common.cuh"]
+
+
+@pytest.fixture(scope="module")
+def attention_bwd_emulator(tmp_path_factory) -> pathlib.Path:
+    return build(EMULATOR / "attention_bwd_emulate.cpp", tmp_path_factory.mktemp("attention_bwd") / "attention_bwd_emulate")
+
+
+# dkdv: 64 keys per CTA, streaming 64 queries (head dims 32, 64) or 32 (96, 128, 256) per step over
+# the (query head, query block) pairs of its GQA group; dq: 64 queries per CTA, streaming 64 keys (32
+# at head dim 256). Ragged tails against both, Nq != Nk both ways, GQA (hq = 2 hk), batches, more
+# streamed blocks than the 2 stages (stages refilled), causal bottom-right with Nq > Nk (rows that see
+# no key: dQ 0; key blocks whose first query block is not block 0), every head dim (256: dkdv in two
+# passes), dropout, both dtypes.
+ATTENTION_BWD_CASES = {
+    "f16-d64-gqa-b2-ragged": "dtype=f16 d=64 b=2 hq=2 hk=1 nq=70 nk=75",
+    "f16-d32-causal-nq-gt-nk-empty-rows": "dtype=f16 d=32 hq=2 hk=1 nq=130 nk=45 causal=1",
+    "bf16-d64-causal-nq-lt-nk-refill": "dtype=bf16 d=64 hq=2 hk=1 nq=45 nk=130 causal=1",
+    "bf16-d32-gqa-b2-single-block": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=19 nk=19",
+    "f16-d64-dropout": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=100 dropout=0.3 philox=0x123456789abcdef",
+    "bf16-d32-dropout-causal-gqa-b2": "dtype=bf16 d=32 b=2 hq=4 hk=2 nq=50 nk=77 causal=1 dropout=0.2 philox=-7",
+    "f16-d96-causal-gqa": "dtype=f16 d=96 hq=2 hk=1 nq=70 nk=100 causal=1",
+    "bf16-d96-nq-gt-nk": "dtype=bf16 d=96 hq=1 hk=1 nq=70 nk=40",
+    "f16-d128-gqa": "dtype=f16 d=128 hq=4 hk=2 nq=40 nk=70",
+    "bf16-d128-dropout-b2": "dtype=bf16 d=128 b=2 hq=2 hk=2 nq=33 nk=40 dropout=0.2 philox=5",
+    "f16-d256-causal-two-pass-refill": "dtype=f16 d=256 hq=2 hk=1 nq=40 nk=70 causal=1",
+    "bf16-d256-dropout-two-pass": "dtype=bf16 d=256 hq=1 hk=1 nq=33 nk=40 dropout=0.25 philox=9",
+}
+
+
+@pytest.mark.parametrize("case", ATTENTION_BWD_CASES)
+def test_attention_backward_emulated(attention_bwd_emulator, case):
+    ran = run(attention_bwd_emulator, ATTENTION_BWD_CASES[case])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+
+
+BWD_REFILL = "dtype=f16 d=32 hq=2 hk=1 nq=70 nk=150"  # dkdv: 4 (head, query block) steps; dq: 3 key blocks
+BWD_DROPOUT = "dtype=f16 d=32 b=2 hq=2 hk=1 nq=40 nk=70 dropout=0.25 philox=99"
+BWD_TWO_PASS = "dtype=f16 d=256 hq=1 hk=1 nq=20 nk=33"
+DKDV_WAIT = "    cp_async_wait<1>();   // everything but the group just issued has landed (K, V, iteration it)\n"
+DQ_REFILL = ("        mma_sync_unordered(dq_acc[2 * np + 1], a, {bk[2], bk[3]}, TypeTag<T>{});\n      }\n    }\n"
+             "    __syncthreads();  // this stage is refilled by the next iteration's issue()\n")
+DKDV_FACTOR = ("          prob = exp2f(biased_score<T>(p, st[nt][e], b, h, i, j) * kLog2e - lse_tile[il]);\n"
+               "          factor = dropout.factor(h, dropout.sequence_token(b, seq.start_q + i), j);\n")
+ATTENTION_BWD_MUTANTS = {
+    # dK += dS^T Q: the second n-tile takes the k-halves of its Q^T fragment in the wrong order
+    "dk-fragment-halves": ("attention_bwd_kernel.cuh",
+                           "        mma_sync_unordered(dk_acc[2 * np + 1], a, {bq[2], bq[3]}, TypeTag<T>{});\n",
+                           "        mma_sync_unordered(dk_acc[2 * np + 1], a, {bq[3], bq[2]}, TypeTag<T>{});\n",
+                           [(BWD_REFILL, r"first wrong: dk ")]),
+    # dq's dS takes the row term D_i of the thread's other row (g + 8 for g)
+    "dq-row-term": ("attention_bwd_kernel.cuh", "dp[nt][e] * dropout.factor_of(keep, 4 * nt + e) - row_dsum[half]",
+                    "dp[nt][e] * dropout.factor_of(keep, 4 * nt + e) - row_dsum[1 - half]",
+                    [(BWD_REFILL, r"first wrong: dq ")]),
+    # dkdv: the barrier between cp_async_wait and the fragment loads deleted
+    "dkdv-main-loop-barrier": ("attention_bwd_kernel.cuh", DKDV_WAIT + "    __syncthreads();\n", DKDV_WAIT,
+                               [(BWD_REFILL, r"raw: \d+")]),
+    # dq: the barrier before a K/V stage is refilled deleted
+    "dq-refill-barrier": ("attention_bwd_kernel.cuh", DQ_REFILL, DQ_REFILL.rsplit("    __syncthreads();", 1)[0],
+                          [(BWD_REFILL, r"war: \d+")]),
+    # dkdv: each element takes the keep decision of its neighbouring key (j ^ 1)
+    "dkdv-dropout-key": ("attention_bwd_kernel.cuh", DKDV_FACTOR,
+                         DKDV_FACTOR.replace("seq.start_q + i), j);", "seq.start_q + i), j ^ 1);"),
+                         [(BWD_DROPOUT, r"first wrong: d[kv] "), (BWD_REFILL, None)]),
+    # dq: the two keys of a lane's accumulator pair take each other's keep bits
+    "dq-dropout-key-order": ("attention_bwd_kernel.cuh", "dj = 8 * (idx / 4) + (idx % 2);",
+                             "dj = 8 * (idx / 4) + (idx + 1) % 2;", [(BWD_DROPOUT, r"first wrong: dq ")]),
+    # the dK pass of head dim 256 no longer computes dP (the split passes' kNeedDP): wrong dK there only
+    "two-pass-dk-without-dp": ("attention_bwd_kernel.cuh", "  constexpr bool kNeedDP = kGradK;",
+                               "  constexpr bool kNeedDP = kGradK && kGradV;",
+                               [(BWD_TWO_PASS, r"first wrong: dk "), (BWD_REFILL, None)]),
+}
+
+
+@pytest.fixture(scope="module")
+def attention_bwd_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
+    return build_mutants(tmp_path_factory.mktemp("attention_bwd_mutants"), "attention_bwd_emulate.cpp",
+                         ATTENTION_BWD_KERNELS, ATTENTION_BWD_MUTANTS)
+
+
+@pytest.mark.parametrize("name", ATTENTION_BWD_MUTANTS)
+def test_attention_backward_planted_fault(attention_bwd_mutants, name):
+    check_planted_fault(attention_bwd_mutants[name], name, ATTENTION_BWD_MUTANTS[name][3])

@@ -227,8 +227,6 @@ constexpr int dq_smem_bytes() {
          2 * 2 * TensorCoreConfig<kHeadDim>::kDqBlockK * TileShape<T, kHeadDim>::kRowBytes;
 }
 
-#if defined(__CUDACC__)
-
 // Rows [first_row, first_row + kRows) of one head of a tensor into a swizzled tile with cp.async;
 // rows at or past valid_rows are zero-filled (their source is not read). `base` points at row 0.
 template <typename T, int kHeadDim, int kRows>
@@ -908,6 +906,10 @@ __global__ void __launch_bounds__(kSimtThreads, kDqSimtMinBlocks<kHeadDim>)
 }
 
 // ---------------------------------------------------------------------------------------------
+// The launches (<<<>>>: device compilation only; the kernels above also compile on the host, where the
+// CPU emulator runs them, tests/emulator/attention_bwd_emulate.cpp).
+#if defined(__CUDACC__)
+
 // Per-dtype entry points, explicitly instantiated in attention_bwd_{f16,bf16,f32}.cu (attention_bwd.cu
 // sees them as extern templates). The launcher has validated the params (head dim, heads at most
 // grid.y's 65,535) and, for tensor_cores, the 16-byte alignment of every tile pointer and stride.
