@@ -552,3 +552,108 @@ template <typename V> V __ldcg(const V* p) {
   }
   return *p;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Launches from a launcher's own host code. A launcher source (.cu) is compiled by g++ with its
+// `kernel<<<grid, block[, smem[, stream]]>>>(args...)` statements rewritten, and nothing else, to
+// `::dlk_emu::cuda_launch("kernel", grid, block[, smem[, stream]])(kernel, args...)` (see
+// rewrite_launches in tests/test_cuda_emulator_conv_families.py). Each such launch runs its grid at
+// once, block by block (launch above), with the settings in g_host, and is logged there. A launch the
+// GPU would refuse (more than 1,024 threads, an empty grid, grid.y or grid.z above 65,535, dynamic
+// shared memory above 48 KiB without a cudaFuncSetAttribute opt-in or above the opt-in) is an
+// "execution" finding and does not run; a refused or failed launch makes the next cudaGetLastError
+// return an error, as on the GPU. With DLK_EMU_CUDA_RUNTIME defined (programs linked without the
+// CUDA runtime, nvcc -cudart=none) the runtime calls launch.cuh makes are defined here: device 0,
+// g_host.sm_count SMs, 227 KiB of opt-in shared memory, cudaFuncSetAttribute recorded.
+namespace dlk_emu {
+
+struct LaunchRecord {
+  std::string kernel;
+  const void* function = nullptr;
+  dim3 grid{}, block{};
+  size_t smem = 0;
+  bool ran = false;
+};
+
+struct HostLaunches {
+  char* smem = nullptr;          // the kernels' `extern __shared__` buffer (the program defines it)
+  Options options;
+  Findings* findings = nullptr;  // must be set before the first launch
+  int sm_count = 132;            // what the device-attribute query answers
+  std::map<const void*, int> smem_optin;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)
+  std::vector<LaunchRecord> log;
+  bool failed = false;  // a launch was refused or did not complete (reported by cudaGetLastError)
+};
+inline HostLaunches g_host;
+
+struct KernelLaunch {
+  const char* kernel;
+  dim3 grid, block;
+  size_t smem;
+
+  template <typename... P, typename... A>
+  void operator()(void (*function)(P...), A&&... args) const {
+    LaunchRecord record{kernel, reinterpret_cast<const void*>(function), grid, block, smem, false};
+    Findings& findings = *g_host.findings;
+    const auto refuse = [&](const char* why) {
+      findings.add("execution", std::string(kernel) + ": launch refused: " + why);
+      g_host.failed = true;
+      g_host.log.push_back(record);
+    };
+    const auto optin = g_host.smem_optin.find(record.function);
+    const size_t allowed = optin == g_host.smem_optin.end() ? 48 * 1024 : size_t(optin->second);
+    if (block.x * block.y * block.z == 0 || block.x * block.y * block.z > 1024) return refuse("block size");
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535) return refuse("grid size");
+    if (smem > allowed) return refuse("dynamic shared memory above what the kernel opted in to");
+    // The parameters as the kernel receives them (converted once, at the launch).
+    std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+    const std::function<void()> body = [&] { std::apply(function, params); };
+    record.ran = launch(grid, block, g_host.smem, smem, body, g_host.options, findings);
+    if (!record.ran) g_host.failed = true;
+    g_host.log.push_back(record);
+  }
+};
+
+inline KernelLaunch cuda_launch(const char* kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
+  return KernelLaunch{kernel, grid, block, smem};
+}
+
+}  // namespace dlk_emu
+
+#ifdef DLK_EMU_CUDA_RUNTIME
+extern "C" {
+cudaError_t cudaGetLastError(void) {
+  const bool failed = ::dlk_emu::g_host.failed;
+  ::dlk_emu::g_host.failed = false;
+  return failed ? cudaErrorLaunchFailure : cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = ::dlk_emu::g_host.sm_count; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrCooperativeLaunch: *value = 1; break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > 227 * 1024) return cudaErrorInvalidValue;
+    ::dlk_emu::g_host.smem_optin[func] = value;
+  }
+  return cudaSuccess;
+}
+}
+// cuda_runtime.h's C++ overload for kernel pointers, which it declares for nvcc only.
+template <class T>
+cudaError_t cudaFuncSetAttribute(T* func, enum cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
+#endif  // DLK_EMU_CUDA_RUNTIME
