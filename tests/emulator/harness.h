@@ -1,5 +1,5 @@
-// What the emulator programs (conv2d_emulate.cpp, attention_fwd_emulate.cpp) share around the kernel
-// they run: `key=value` arguments, 16-byte aligned element buffers, a tally of wrong outputs, and the
+// What the emulator programs (the *_emulate.cpp files here) share around the kernels they run:
+// `key=value` arguments, 16-byte aligned element buffers, a tally of wrong outputs, and the
 // verdict (exit status 0 when every output matches, the launch completed and the detector is clean;
 // 1 otherwise; the programs return 2 themselves for a case they cannot run).
 #pragma once
