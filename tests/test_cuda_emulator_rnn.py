@@ -1,5 +1,6 @@
-"""The LSTM / GRU per-step kernels (csrc/cuda/rnn_kernels.cuh) run on the CPU by the warp emulator in
-tests/emulator, over whole sequences, against a plain-loop double-precision LSTM / GRU. No GPU.
+"""The LSTM / GRU kernels (csrc/cuda/rnn_kernels.cuh), per-step and persistent, run on the CPU by the
+warp emulator in tests/emulator, over whole sequences, against a plain-loop double-precision LSTM / GRU.
+No GPU.
 
 tests/emulator/rnn_emulate.cpp compiles the kernel header unchanged and drives rnn_forward_kernel and
 rnn_backward_kernel (kPersistent = false) the way rnn.cu's per-step path does: one launch per time step
@@ -23,15 +24,32 @@ counts; reverse direction; ragged lengths (packed sequences); training off (save
 grad_h_n / grad_c_n; batch tiles split over several launches (chunk=, the batch_tile_offset path
 rnn.cu takes beyond 65,535 tiles).
 
-Not covered: the persistent kernels (kPersistent = true): they replace the per-step launches by a
-grid-wide barrier that spins until every CTA of the cooperative launch arrives, which needs all CTAs
-co-resident; the emulator runs one block at a time to completion, so it cannot run them (their
-weight-slice copy and .cg loads are therefore unchecked here). rnn_transpose_kernel (its static
-__shared__ tile would be a per-fiber local on the host; W_hh^T is formed on the host). rnn.cu's path
-choice, argument checks, workspace layout and the T = 0 copies. The detector does not see plain shared
-loads (the pointwise phase's partial sums, the SIMT operand reads), so a missing barrier before them
-shows in the results only; cross-CTA ordering (step s reading step s - 1's writes) holds by
-construction, as each step is its own launch.
+The persistent kernels (kPersistent = true; `path=persistent`): one cooperative launch for the whole
+sequence (forward: T steps; backward: T + 1), run by warp_emu.h's launch_cooperative: every CTA
+co-resident, each with its own shared memory (the one `extern __shared__` buffer is swapped at every
+change of CTA), the grid barrier's atomicAdd / __threadfence / __nanosleep emulated and its inline-PTX
+ld.acquire mapped to the emulator by an overload (rnn_emulate.cpp), spinners yielding, a grid that
+only spins for 64 rounds reported as a deadlock (an "execution" finding, never a hang). As rnn.cu's
+persistent branch: the (hidden tiles, batch tiles) grid of a single launch, shared memory
+persistent_smem_bytes(K) with the weight slice, first_step 0, num_steps = launches, the barrier
+counter zeroed first; a case rnn.cu would not run persistent (chunked, slice over 227 KiB) is a bad
+case. Same reference and checks, plus the counter's final value ((launches - 1) x CTAs arrivals). The
+default turn order is greedy (each CTA runs until it spins, then the next), under which a barrier that
+opens before the last CTA arrives lets CTAs read step outputs not yet written (NaN); schedule=rr
+(lock-step turns) runs a few cases in the friendliest order. Covered there: both cells, fp16 / bf16 /
+fp32 / fp64, several CTAs along hidden and batch (the barrier matters), odd hidden, reverse, ragged,
+training off, null grads, forced tile counts.
+
+Not covered: rnn_transpose_kernel (its static __shared__ tile would be a per-fiber local on the host;
+W_hh^T is formed on the host). rnn.cu's path choice (persistent_fits' occupancy query: here every
+grid is co-resident), argument checks, workspace layout and the T = 0 copies. The detector does not
+see plain shared loads (the pointwise phase's partial sums, the SIMT operand reads), so a missing
+barrier before them shows in the results only; it does not see global memory at all, so cross-CTA
+ordering in the persistent kernels (step s reading other CTAs' step s - 1 writes) shows in the results
+only (per-step: it holds by construction, each step being its own launch). The emulator's memory is
+sequentially consistent: a missing __threadfence before the arrival, or .cg loads replaced by cached
+ones, cannot be seen; nor can a kernel that spins without __nanosleep or an acquire load (its fiber
+would never yield: a hang, bounded by the test's subprocess timeout).
 
 Planted faults (RNN_MUTANTS, fp16-only builds of copies of rnn_kernels.cuh), each must fail:
   - c-fragment-duplicate  lane 1 stores to lane 0's columns: the detector (waw: two writers of a
@@ -48,6 +66,23 @@ Planted faults (RNN_MUTANTS, fp16-only builds of copies of rnn_kernels.cuh), eac
                           grad_h0 through the recurrent GEMM);
   - final-step-lengths    h_n / c_n written at t = T - 1 regardless of lengths: results with ragged
                           lengths (h_n of shorter sequences never written), a pass without.
+  (c-fragment-duplicate, partials-barrier and gate-grads-buffer are also run on the persistent path.)
+and, specific to the persistent path (each passes on the per-step path, which has no grid barrier and
+no slice):
+  - grid-barrier-no-arrival  atomicAdd(counter, 0u): no CTA ever arrives, every barrier waits forever:
+                          the emulator's deadlock finding (never a hang);
+  - grid-barrier-early    the spin stops at target - 1 arrivals: the second-to-last CTA leaves the
+                          barrier before the last has run the step and reads its h (NaN): results,
+                          under the greedy order; under lock-step turns (schedule=rr) every CTA has
+                          finished the step before anyone looks, and it passes (why greedy is the
+                          default);
+  - grid-barrier-double-arrival  atomicAdd(counter, 2u): the barrier opens at half the arrivals:
+                          results and the counter check;
+  - weight-slice-row      copy_weight_slice stores row r at row r ^ 1 of the slice (adjacent rows
+                          swapped): results;
+  - emulator-shared-swap  (in warp_emu.h) a co-resident block's shared memory not swapped back in
+                          before it runs: it computes with another CTA's weight slice: results. This
+                          shows that the per-CTA shared memory is what makes the real kernel pass.
 and, in fp32-only builds (the SIMT GEMM; RNN_SIMT_MUTANTS):
   - simt-staging-barrier  the barrier before the partial stores, which alias other warps' staging,
                           deleted: the detector (waw). The fp32 results stay right: the emulator's
@@ -56,8 +91,8 @@ and, in fp32-only builds (the SIMT GEMM; RNN_SIMT_MUTANTS):
                           results (lanes read staging their neighbours have not written: NaN). This
                           also shows that the emulated __syncwarp is what makes the real kernel pass.
 
-Cost: one harness build (~13 s on 2 cores), 6 fp16-only and 2 fp32-only mutant builds (~4 s each, 2
-at a time), 0.01-0.3 s per case.
+Cost: one harness build (~16 s on 2 cores), 11 fp16-only and 2 fp32-only mutant builds (~5 s each, 2
+at a time), 0.01-0.5 s per case (persistent or not).
 """
 from __future__ import annotations
 
@@ -109,9 +144,37 @@ def test_rnn_step_kernels_emulated(rnn_emulator, case):
     assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
 
 
+# The persistent path: more than one CTA everywhere (so the grid barrier matters), along hidden
+# (H > 16) and along batch (B over one batch tile); odd H; every dtype; reverse and ragged; both turn
+# orders (greedy, the default, and schedule=rr).
+RNN_PERSISTENT_CASES = {
+    "lstm-f16-b37-h70-ten-ctas": "cell=lstm dtype=f16 T=4 batch=37 hidden=70 input=24",
+    "gru-f16-b5-h21-odd-two-ctas": "cell=gru dtype=f16 T=3 batch=5 hidden=21 input=7",
+    "lstm-f16-h21-reverse-ragged-rr": "cell=lstm dtype=f16 T=4 batch=37 hidden=21 input=9 reverse=1 ragged=1 schedule=rr",
+    "gru-f16-forced-4-tiles-null-grads": "cell=gru dtype=f16 T=3 batch=3 hidden=24 tiles=4 null_grads=1",
+    "lstm-bf16-1-tile-b13-ragged": "cell=lstm dtype=bf16 T=4 batch=13 hidden=19 tiles=1 ragged=1",
+    "gru-bf16-b37-h21-reverse-ragged": "cell=gru dtype=bf16 T=4 batch=37 hidden=21 input=9 reverse=1 ragged=1",
+    "lstm-bf16-inference-null-grads": "cell=lstm dtype=bf16 T=3 batch=6 hidden=30 training=0 null_grads=1",
+    "lstm-f32-b37-h23-ragged": "cell=lstm dtype=f32 T=4 batch=37 hidden=23 ragged=1",
+    "gru-f32-b9-h17-reverse-rr": "cell=gru dtype=f32 T=3 batch=9 hidden=17 reverse=1 schedule=rr",
+    "lstm-f64-b19-h18-reverse-ragged": "cell=lstm dtype=f64 T=3 batch=19 hidden=18 reverse=1 ragged=1",
+    "gru-f64-b5-h33": "cell=gru dtype=f64 T=3 batch=5 hidden=33",
+}
+
+
+@pytest.mark.parametrize("case", RNN_PERSISTENT_CASES)
+def test_rnn_persistent_kernels_emulated(rnn_emulator, case):
+    ran = run(rnn_emulator, f"{RNN_PERSISTENT_CASES[case]} path=persistent")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r" 0 of \d+ outputs wrong.*, 2 cooperative launches, [1-9]\d* spins, 0 findings", ran.stdout), \
+        ran.stdout
+
+
 def test_bad_case_is_refused(rnn_emulator):
-    """A tile count rnn.cu does not instantiate (2 for fp16) is a bad case (exit 2), not a pass."""
+    """A tile count rnn.cu does not instantiate (2 for fp16) is a bad case (exit 2), not a pass; so is
+    a persistent case rnn.cu would not run persistent (several launches)."""
     assert run(rnn_emulator, "cell=lstm dtype=f16 tiles=2").returncode == 2
+    assert run(rnn_emulator, "cell=lstm dtype=f16 batch=70 chunk=1 path=persistent").returncode == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,25 +183,48 @@ def test_bad_case_is_refused(rnn_emulator):
 
 LSTM = "cell=lstm dtype=f16 T=3 batch=11 hidden=20"
 GRU = "cell=gru dtype=f16 T=3 batch=11 hidden=21"
+# Two CTAs along hidden (H = 20, 21), one batch tile of 32.
+P_LSTM = f"{LSTM} path=persistent"
+P_GRU = f"{GRU} path=persistent"
 RNN_MUTANTS = {
     # lane 1 stores its accumulators to lane 0's columns: two writers of the same partials in one
     # barrier interval (the detector's waw), batch rows 2 and 3 of rows 0 and 8 never stored (NaN)
     "c-fragment-duplicate": ("rnn_kernels.cuh",
                              "DLK_HOST_DEVICE int tc_c_n(int lane, int e) { return 2 * (lane % 4) + e % 2; }",
                              "DLK_HOST_DEVICE int tc_c_n(int lane, int e) { return 2 * ((lane == 1 ? 0 : lane) % 4) + e % 2; }",
-                             [(LSTM, r"waw: \d+"), (LSTM, WRONG), (GRU, WRONG)]),
+                             [(LSTM, r"waw: \d+"), (LSTM, WRONG), (GRU, WRONG), (P_LSTM, r"waw: \d+")]),
     "partials-barrier": ("rnn_kernels.cuh", "  __syncthreads();\n}\n\n// Runtime facts", "}\n\n// Runtime facts",
-                         [(LSTM, WRONG), (GRU, WRONG)]),
+                         [(LSTM, WRONG), (GRU, WRONG), (P_GRU, WRONG)]),
     "forward-gate-index": ("rnn_kernels.cuh", "gh[g] = sum_partials<Tile>(partial, n, g * kHiddenTile + m);",
                            "gh[g] = sum_partials<Tile>(partial, n, (g ^ 1) * kHiddenTile + m);", [(LSTM, WRONG)]),
     "gate-grads-buffer": ("rnn_kernels.cuh", "GateGradRows<T>{ws.gate_grads_of(s + 1)",
-                          "GateGradRows<T>{ws.gate_grads_of(s)", [(LSTM, WRONG), (GRU, WRONG)]),
+                          "GateGradRows<T>{ws.gate_grads_of(s)", [(LSTM, WRONG), (GRU, WRONG), (P_LSTM, WRONG)]),
     "gru-n-gate-grad": ("rnn_kernels.cuh", "const Acc gh_grads[3] = {dr_pre, dz_pre, dn_pre * r};",
                         "const Acc gh_grads[3] = {dr_pre, dz_pre, dn_pre};", [(GRU, WRONG), (LSTM, None)]),
     "final-step-lengths": ("rnn_kernels.cuh",
                            "const bool final_step = p.reverse ? t == 0 : t == (p.lengths != nullptr ? p.lengths[b] - 1 : p.steps - 1);",
                            "const bool final_step = p.reverse ? t == 0 : t == p.steps - 1;",
                            [(f"{LSTM} ragged=1", WRONG), (f"{GRU} ragged=1", WRONG), (LSTM, None)]),
+    # --- the persistent path's own (each passes on the per-step path)
+    # no CTA ever arrives at the grid barrier: a deadlock the emulator reports
+    "grid-barrier-no-arrival": ("rnn_kernels.cuh", "atomicAdd(counter, 1u);", "atomicAdd(counter, 0u);",
+                                [(P_LSTM, r"deadlock: 2 of 2 co-resident blocks spin"), (P_GRU, r"deadlock"),
+                                 (LSTM, None)]),
+    # the barrier opens one arrival early: the second-to-last CTA reads the last one's unwritten h
+    # (greedy turns); lock-step turns hide it (schedule=rr passes: why greedy is the default)
+    "grid-barrier-early": ("rnn_kernels.cuh", "while (load_acquire_gpu(counter) < target)",
+                           "while (load_acquire_gpu(counter) < target - 1)",
+                           [(P_LSTM, WRONG), (P_GRU, WRONG), (f"{P_LSTM} schedule=rr", None), (LSTM, None)]),
+    # each CTA arrives twice: the barrier opens at half the arrivals; the counter ends doubled
+    "grid-barrier-double-arrival": ("rnn_kernels.cuh", "atomicAdd(counter, 1u);", "atomicAdd(counter, 2u);",
+                                    [(P_LSTM, r"barrier counter"), (P_GRU, WRONG), (LSTM, None)]),
+    # the weight slice's rows stored at the wrong offset (adjacent rows swapped)
+    "weight-slice-row": ("rnn_kernels.cuh", "T* dst = slice + r * ld;", "T* dst = slice + (r ^ 1) * ld;",
+                         [(P_LSTM, WRONG), (P_GRU, WRONG), (LSTM, None)]),
+    # the emulator itself: co-resident blocks no longer get their own shared memory back (each runs on
+    # whatever the previous block left: its weight slice, its partials)
+    "emulator-shared-swap": ("warp_emu.h", "    if (!parked_.empty()) std::memcpy(smem_, parked_.data(), bytes_);\n",
+                             "", [(P_LSTM, WRONG), (LSTM, None)]),
 }
 
 

@@ -1,5 +1,5 @@
-// The LSTM / GRU per-step kernels (csrc/cuda/rnn_kernels.cuh: rnn_forward_kernel<T, kCell, kNTiles,
-// false> and rnn_backward_kernel<T, kCell, kNTiles, false>) run block by block on the CPU by the warp
+// The LSTM / GRU kernels (csrc/cuda/rnn_kernels.cuh: rnn_forward_kernel<T, kCell, kNTiles,
+// kPersistent> and rnn_backward_kernel<...>; per-step, kPersistent = false, by default) run block by block on the CPU by the warp
 // emulator (warp_emu.h, tensor_core_emu.h), over a whole sequence the way rnn.cu's per-step path
 // launches them, and compared with a plain-loop double-precision LSTM / GRU forward and backward
 // (the step math of dlk/rnn.h and csrc/cpu/rnn.cpp), with the shared-memory race detector on. The
@@ -12,10 +12,14 @@
 // pointwise phase's partial sums, the SIMT reads): a missing barrier before such a load is caught by
 // the results only (shared memory is refilled with 0xFF, NaN, before every block).
 //
-// Not run: the persistent kernels (kPersistent = true). They keep a weight slice in shared memory
-// and replace the per-step launches by a grid-wide barrier (grid_barrier: atomics on a global
-// counter, spin-waiting until every CTA arrives), which needs all CTAs co-resident; the emulator runs
-// one block at a time to completion, so the first barrier could never open. Also not run:
+// path=persistent runs the persistent kernels instead (kPersistent = true: rnn.cu's cooperative path,
+// one launch for the whole sequence): each CTA copies its weight slice into shared memory once, and
+// a grid-wide barrier (grid_barrier: atomics on a global counter, spin-waiting until every CTA has
+// arrived) replaces the launch between steps. They run by warp_emu.h's launch_cooperative (every CTA
+// co-resident, each with its own shared memory; spinners yield), by default in its greedy turn order
+// (each CTA runs as far as it can before the next: a barrier that opens early lets a CTA read another
+// CTA's step outputs before they are written, still NaN); schedule=rr takes lock-step turns. The
+// barrier counter's final value ((launches - 1) x CTAs arrivals) is checked too. Not run:
 // rnn_transpose_kernel (its static `__shared__` tile would be a per-fiber local on the host): W_hh^T
 // is formed on the host, as that kernel's contract says. The launch chunking beyond 65,535 batch
 // tiles is exercised through `chunk=` (a smaller limit handed to the same planner).
@@ -30,22 +34,27 @@
 // T, batch, input, hidden, seed, detect, tiles (0: rnn.cu's n_tiles_for; else 1 or the large tile
 // count of the dtype, 4, or 2 for f64), reverse, ragged (per-sequence lengths in [1, T]), training
 // (0: saved = null), null_grads (grad_h_n / grad_c_n null), chunk (at most this many batch tiles per
-// launch; 0: plan_rnn_grid's 65,535). Prints one summary line and the detector's findings; exit status
-// as harness.h's verdict (2 on a bad case). -DDLK_EMULATE_F16_ONLY / -DDLK_EMULATE_F32_ONLY build one
-// dtype (planted-fault builds).
+// launch; 0: plan_rnn_grid's 65,535), path step|persistent (persistent: a single launch, so no
+// chunk, and the slice must fit in 227 KiB, as rnn.cu's persistent_fits requires; else a bad case),
+// schedule greedy|rr (persistent: launch_cooperative's turn order). Prints one summary line and the
+// detector's findings; exit status as harness.h's verdict (2 on a bad case).
+// -DDLK_EMULATE_F16_ONLY / -DDLK_EMULATE_F32_ONLY build one dtype (planted-fault builds).
 #include "harness.h"
 #include "warp_emu.h"
 
-// The persistent kernels' grid barrier (rnn_kernels.cuh: grid_barrier, a non-template function, so
-// it is compiled even though no per-step kernel calls it) names these device built-ins, which the
-// host headers do not declare. The per-step path never reaches them; if anything did, it would stop.
-[[noreturn]] inline void persistent_path_only(const char* what) {
-  std::fprintf(stderr, "fatal: %s is the persistent path's grid barrier, which the emulator cannot run\n", what);
-  std::exit(3);
-}
-inline void __threadfence() { persistent_path_only("__threadfence"); }
-inline unsigned int atomicAdd(unsigned int*, unsigned int) { persistent_path_only("atomicAdd"); }
-inline void __nanosleep(unsigned int) { persistent_path_only("__nanosleep"); }
+// The persistent kernels' grid barrier (rnn_kernels.cuh: grid_barrier) uses __threadfence,
+// atomicAdd and __nanosleep, which warp_emu.h emulates, and an inline-PTX acquire load,
+// load_acquire_gpu(const unsigned int*), which g++ cannot assemble. grid_barrier calls it with its
+// `unsigned int* counter`: this overload, declared first, takes exactly that type, so overload
+// resolution prefers it (an identity conversion beats the qualification conversion to const) and the
+// header's asm version is never odr-used, hence never emitted (it is inline). Should grid_barrier's
+// counter ever become const, the asm version would be chosen and the build fail at the assembler,
+// not silently.
+namespace dlk {
+namespace rnn {
+inline unsigned int load_acquire_gpu(unsigned int* p) { return dlk_emu::ld_acquire_gpu_u32(p); }
+}  // namespace rnn
+}  // namespace dlk
 
 #define __CUDA_ARCH__ 800  // the kernels' device branches from here on
 #include "tensor_core_emu.h"
@@ -63,13 +72,16 @@ inline void __nanosleep(unsigned int) { persistent_path_only("__nanosleep"); }
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "dlk/launch_plan.h"
 
 namespace dlk {
 namespace rnn {
-// The kernels' `extern __shared__` buffer: one block runs at a time.
+// The kernels' `extern __shared__` buffer: the running block's (launch runs one block at a time;
+// launch_cooperative swaps each co-resident block's contents in while it runs).
 alignas(128) unsigned char smem[dlk_emu::kMaxSharedBytes];
 }  // namespace rnn
 }  // namespace dlk
@@ -80,7 +92,7 @@ using namespace dlk;
 using dlk_emu::Buffer;
 
 struct Case {
-  std::string cell = "lstm", dtype = "f16";
+  std::string cell = "lstm", dtype = "f16", path = "step", schedule = "greedy";
   int steps = 4, batch = 5, input = 12, hidden = 20, tiles = 0, chunk = 0;
   bool detect = true, reverse = false, ragged = false, training = true, null_grads = false;
   uint32_t seed = 1;
@@ -91,6 +103,8 @@ bool parse(int argc, char** argv, Case& c) {
     const int x = dlk_emu::to_int(v);
     if (key == "cell") c.cell = v;
     else if (key == "dtype") c.dtype = v;
+    else if (key == "path" && (v == "step" || v == "persistent")) c.path = v;
+    else if (key == "schedule" && (v == "greedy" || v == "rr")) c.schedule = v;
     else if (key == "T") c.steps = x;
     else if (key == "batch") c.batch = x;
     else if (key == "input") c.input = x;
@@ -296,6 +310,26 @@ int run(const Case& cs) {
   dlk_emu::Findings findings;
   dlk_emu::Options options;
   options.detect = cs.detect;
+  options.co_schedule = cs.schedule == "rr" ? dlk_emu::Options::CoSchedule::kRoundRobin
+                                            : dlk_emu::Options::CoSchedule::kGreedy;
+  const bool persistent = cs.path == "persistent";
+  // rnn.cu takes the persistent path only for a single launch (plan.single_launch()) whose shared
+  // memory fits the opt-in limit (persistent_fits: max_smem_optin, 227 KiB on sm_90); the residency
+  // check (every CTA resident at once) is the emulator's by construction.
+  if (persistent) {
+    constexpr size_t kOptinBytes = 227 * 1024;
+    const int64_t GH_rows = int64_t(rnn_gate_count(kCell)) * H;
+    if (cs.chunk != 0 || !grid_plan.single_launch() || FwdTile::persistent_smem_bytes(H) > kOptinBytes ||
+        BwdTile::persistent_smem_bytes(GH_rows) > kOptinBytes) {
+      std::fprintf(stderr, "bad case: rnn.cu would not take the persistent path\n");
+      return 2;
+    }
+  }
+  // The persistent launches' barrier counter (rnn.cu: the workspace's first word, zeroed by
+  // cudaMemsetAsync before each cooperative launch), and the arrivals it must end with.
+  unsigned int barrier_counter = 0;
+  const unsigned int ctas = unsigned(grid_plan.hidden_tiles * grid_plan.batch_tiles.per_chunk);
+  std::vector<std::tuple<std::string, unsigned int, unsigned int>> barrier_checks;  // (what, expected, got)
   bool ran = true;
   // rnn.cu's launch_over_batch_tiles: one launch per chunk of batch tiles, told its first tile.
   const auto launch_step = [&](rnn::StepArgs& args, size_t smem_bytes, const std::function<void()>& body) {
@@ -306,16 +340,36 @@ int run(const Case& cs) {
                             findings);
     }
   };
+  // rnn.cu's launch_forward / launch_backward, persistent branch: one cooperative launch of the
+  // (hidden tiles, batch tiles) grid running every step, shared memory persistent_smem_bytes(K),
+  // first_step 0, num_steps = launches, the barrier counter zeroed first.
+  const auto launch_persistent = [&](rnn::StepArgs& args, int64_t launches, size_t smem_bytes,
+                                     const std::function<void()>& body, const char* what) {
+    args.first_step = 0;
+    args.num_steps = launches;
+    args.batch_tile_offset = 0;
+    barrier_counter = 0;
+    args.barrier = &barrier_counter;
+    const dim3 grid(unsigned(grid_plan.hidden_tiles), unsigned(grid_plan.batch_tiles.per_chunk));
+    ran = ran && dlk_emu::launch_cooperative(grid, dim3(rnn::kThreads), reinterpret_cast<char*>(rnn::smem),
+                                             smem_bytes, body, options, findings);
+    if (ran) barrier_checks.emplace_back(what, unsigned(launches - 1) * ctas, barrier_counter);
+  };
   {
     rnn::StepArgs args;
     const bool even_rows = H % 2 == 0;
     args.weights_aligned = even_rows && is_aligned(fp.w_hh, 4);
     args.batch_aligned = even_rows && is_aligned(fp.h_all, 4) && is_aligned(fp.h0, 4);
-    args.num_steps = 1;
-    const std::function<void()> body = [&] { rnn::rnn_forward_kernel<T, kCell, kNTiles, false>(fp, args); };
-    for (int64_t s = 0; s < S && ran; ++s) {
-      args.first_step = s;
-      launch_step(args, FwdTile::kStepSmemBytes, body);
+    if (persistent) {
+      const std::function<void()> body = [&] { rnn::rnn_forward_kernel<T, kCell, kNTiles, true>(fp, args); };
+      launch_persistent(args, S, FwdTile::persistent_smem_bytes(H), body, "forward");
+    } else {
+      args.num_steps = 1;
+      const std::function<void()> body = [&] { rnn::rnn_forward_kernel<T, kCell, kNTiles, false>(fp, args); };
+      for (int64_t s = 0; s < S && ran; ++s) {
+        args.first_step = s;
+        launch_step(args, FwdTile::kStepSmemBytes, body);
+      }
     }
   }
 
@@ -434,16 +488,21 @@ int run(const Case& cs) {
   ws.gate_grads[1] = gate_grads1.data();
   ws.dh_carry = dh_carry.data();
   ws.dc_carry = dc_carry.data();
-  ws.barrier = nullptr;  // persistent only
+  ws.barrier = persistent ? &barrier_counter : nullptr;  // rnn.cu: args.barrier = ws.barrier
   {
     rnn::StepArgs args;
     args.weights_aligned = GH % 2 == 0;  // the workspace is aligned
     args.batch_aligned = GH % 2 == 0;
-    args.num_steps = 1;
-    const std::function<void()> body = [&] { rnn::rnn_backward_kernel<T, kCell, kNTiles, false>(bp, ws, args); };
-    for (int64_t s = 0; s < S + 1 && ran; ++s) {  // T iterations + grad_h0 / grad_c0
-      args.first_step = s;
-      launch_step(args, BwdTile::kStepSmemBytes, body);
+    if (persistent) {  // T iterations + grad_h0 / grad_c0 in one launch
+      const std::function<void()> body = [&] { rnn::rnn_backward_kernel<T, kCell, kNTiles, true>(bp, ws, args); };
+      launch_persistent(args, S + 1, BwdTile::persistent_smem_bytes(GH), body, "backward");
+    } else {
+      args.num_steps = 1;
+      const std::function<void()> body = [&] { rnn::rnn_backward_kernel<T, kCell, kNTiles, false>(bp, ws, args); };
+      for (int64_t s = 0; s < S + 1 && ran; ++s) {  // T iterations + grad_h0 / grad_c0
+        args.first_step = s;
+        launch_step(args, BwdTile::kStepSmemBytes, body);
+      }
     }
   }
 
@@ -451,13 +510,23 @@ int run(const Case& cs) {
   if (!kLstm) compare<T>(tally, "grad_gh", ref_grad_gh, [&](size_t i) { return double(grad_gh[i]); });
   compare<T>(tally, "grad_h0", ref_grad_h0, [&](size_t i) { return value(grad_h0[i]); });
   if (kLstm) compare<T>(tally, "grad_c0", ref_grad_c0, [&](size_t i) { return value(grad_c0[i]); });
+  // Persistent: every CTA arrived once at each of the launch's barriers (counted as outputs, and
+  // printed when wrong).
+  for (const auto& [what, expected, got] : barrier_checks) {
+    tally.check(expected == got, 0.0, [&, w = what, e = expected, g = got] {
+      return std::string(w) + " barrier counter: " + std::to_string(g) + " arrivals, expected " + std::to_string(e);
+    });
+    if (expected != got) std::printf("  %s barrier counter: %u arrivals, expected %u\n", what.c_str(), got, expected);
+  }
 
-  std::printf("rnn_forward_kernel + rnn_backward_kernel <%s, %s, %d tiles> T=%d batch=%d input=%d hidden=%d "
+  std::printf("rnn_forward_kernel + rnn_backward_kernel <%s, %s, %d tiles> path=%s T=%d batch=%d input=%d hidden=%d "
               "reverse=%d ragged=%d training=%d null_grads=%d chunk=%d: %zu of %zu outputs wrong (max |err| %.3g "
-              "of max |ref|), %llu blocks, %d findings\n",
-              cs.dtype.c_str(), cs.cell.c_str(), kNTiles, cs.steps, cs.batch, cs.input, cs.hidden, int(cs.reverse),
-              int(cs.ragged), int(cs.training), int(cs.null_grads), cs.chunk, tally.wrong, tally.checked, tally.worst,
-              static_cast<unsigned long long>(dlk_emu::g_counters.blocks), findings.total());
+              "of max |ref|), %llu blocks, %llu cooperative launches, %llu spins, %d findings\n",
+              cs.dtype.c_str(), cs.cell.c_str(), kNTiles, cs.path.c_str(), cs.steps, cs.batch, cs.input, cs.hidden,
+              int(cs.reverse), int(cs.ragged), int(cs.training), int(cs.null_grads), cs.chunk, tally.wrong,
+              tally.checked, tally.worst, static_cast<unsigned long long>(dlk_emu::g_counters.blocks),
+              static_cast<unsigned long long>(dlk_emu::g_counters.cooperative_launches),
+              static_cast<unsigned long long>(dlk_emu::g_counters.spins), findings.total());
   return dlk_emu::verdict(tally, findings, ran);
 }
 

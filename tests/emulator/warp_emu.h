@@ -1,6 +1,7 @@
-// A host emulator of one CUDA thread block at a time, for running a kernel's own source on a CPU,
-// with a shared-memory race and cp.async pipeline detector. Built by g++ through nvcc's driver (for
-// the CUDA headers); no GPU, no CUDA runtime call.
+// A host emulator of one CUDA thread block at a time (or of a whole co-resident grid: see
+// "Co-resident launches" below), for running a kernel's own source on a CPU, with a shared-memory
+// race and cp.async pipeline detector. Built by g++ through nvcc's driver (for the CUDA headers); no
+// GPU, no CUDA runtime call.
 //
 // Execution. Every CUDA thread of the block is a fiber (ucontext) on one OS thread, run round-robin
 // until it blocks: at __syncthreads(), or at a warp-collective instruction (ldmatrix, mma.sync,
@@ -32,6 +33,31 @@
 // reading staged accumulators): a missing barrier before such a load is caught only by the results.
 // Epochs are block-wide barriers; __syncwarp makes a warp's lanes wait for each other (bottom of the file)
 // but is not an epoch, and named barriers are not modelled.
+//
+// Co-resident launches (launch_cooperative: a cooperative launch, e.g. a persistent kernel with a
+// grid-wide barrier). Every block of the grid is started before any runs (its own fibers, shared
+// memory, detector and snapshot), and the blocks take turns on the one OS thread. A thread spins
+// with __nanosleep or an acquire load (ld.acquire.gpu, see ld_acquire_gpu_u32): both yield its fiber
+// (State::kSpin), so a block whose threads wait for other blocks lets them run. Per-block shared
+// memory: the kernels name one `extern __shared__` array, which the program defines once (a fixed
+// address, as the .shared window is on the GPU), so the emulator keeps that buffer as the resident
+// block's and swaps at every change of block: the outgoing block's bytes are copied out (park) and
+// the incoming block's copied in (unpark). Pointers into shared memory that a block keeps in
+// registers or in shared memory itself (a slice base, row pointers) therefore stay valid, and the
+// existing programs and the one-block-at-a-time `launch` are unchanged. Copying smem_bytes twice per
+// change of block is cheap next to the fibers' work. Turn order (Options::co_schedule): kGreedy
+// (default) runs a block until every live thread of it is blocked with a spinner among them (or it
+// is done), then the next block: an adversarial order for a grid barrier, since every other block
+// runs as far as it can before the last one arrives (a barrier that opens one arrival early lets the
+// second-to-last block read the last one's unwritten outputs); kRoundRobin runs one scheduling pass
+// of each block in turn (lock-step, the friendliest order). The detector stays per block: its epochs
+// are the block's own __syncthreads (a grid barrier is two of them with global atomics between); it
+// sees no global memory, so cross-block ordering shows in the results only. Memory is sequentially
+// consistent (one OS thread): a missing __threadfence cannot be seen. A deadlock (every live thread
+// of the grid spinning or blocked, Options::spin_budget turns in a row without any thread doing
+// anything but re-checking its spin condition) is an "execution" finding and the launch fails; it
+// never hangs. A kernel spinning without __nanosleep or an acquire load would hang (the fibers are
+// not preempted).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -53,6 +79,7 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -188,7 +215,8 @@ class Detector {
 // ---------------------------------------------------------------------------------------------
 // The block being run.
 
-enum class State { kRunnable, kBarrier, kWarpOp, kDone };
+// kSpin: yielded at a spin (__nanosleep, an acquire load); runnable again on the block's next pass.
+enum class State { kRunnable, kBarrier, kWarpOp, kSpin, kDone };
 enum class WarpOp { kLdmatrix, kMma, kShfl };
 
 struct CpAsync {
@@ -222,14 +250,20 @@ struct Thread {
 
 struct Options {
   bool detect = true;  // run the race detector (and the per-yield store diff)
+  // launch_cooperative's turn order (see "Co-resident launches" at the top of the file).
+  enum class CoSchedule { kGreedy, kRoundRobin } co_schedule = CoSchedule::kGreedy;
+  // Turns (per live block) in a row in which threads only re-check a spin condition before the
+  // launch is a deadlock. A grid barrier that can open does so within one round of turns.
+  int spin_budget = 64;
 };
 
 class Block;
 inline Block* g_block = nullptr;
 
-// What ran, over the whole process: collectives by WarpOp, cp.async copies, barriers, blocks.
+// What ran, over the whole process: collectives by WarpOp, cp.async copies, barriers, blocks, spin
+// yields (__nanosleep, acquire loads), co-resident launches.
 struct Counters {
-  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0;
+  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0, spins = 0, cooperative_launches = 0;
 };
 inline Counters g_counters;
 
@@ -244,25 +278,72 @@ class Block {
   Block(char* smem, size_t smem_bytes, const Options& options, Findings& findings)
       : smem_(smem), bytes_(smem_bytes), options_(options), findings_(findings) {}
 
+  // What one scheduling pass (pass() below) achieved.
+  enum class Pass {
+    kProgress,  // a thread did work, a collective ran or a barrier opened
+    kSpinning,  // nothing but spinners re-checking their condition (others wait at barriers/collectives)
+    kDone,      // every thread has exited
+    kFailed,    // deadlock or divergent collective (a finding is recorded)
+  };
+
   // Runs `body` as every thread of block `block_idx` of a `grid` x `block` launch; false when the
   // block could not complete (deadlock, divergent collective).
   bool run(const Body& body, dim3 grid, dim3 block, uint3 block_idx) {
+    start(body, grid, block, block_idx);
+    bool ok = false;
+    for (int idle = 0;;) {
+      const Pass r = pass();
+      if (r == Pass::kDone) {
+        ok = true;
+        break;
+      }
+      if (r == Pass::kFailed) break;
+      if (r == Pass::kProgress) {
+        idle = 0;
+      } else if (++idle > options_.spin_budget) {
+        fail("deadlock: threads spin (__nanosleep / acquire load) on a condition nothing else in the block can change");
+        break;
+      }
+    }
+    finish();
+    return ok;
+  }
+
+  // The pieces of run(), for launch_cooperative: start() makes the fibers (and fills the resident
+  // shared memory with 0xFF), pass() runs one scheduling pass, finish() frees the fibers' stacks.
+  void start(const Body& body, dim3 grid, dim3 block, uint3 block_idx) {
     body_ = &body;
     threads_.assign(block.x * block.y * block.z, Thread{});
     block_dim_ = block;
+    grid_dim_ = grid;
+    block_idx_ = block_idx;
     std::memset(smem_, 0xFF, bytes_);
     snapshot_.assign(smem_, smem_ + bytes_);
     detector.reset(bytes_);
-    g_block = this;
-    g_block_dim = block;
-    g_grid_dim = grid;
-    g_block_idx = block_idx;
+    make_current();
     for (size_t t = 0; t < threads_.size(); ++t) start_fiber(int(t));
-    bool ok = schedule();
-    for (auto& th : threads_) munmap(th.stack, kFiberStackBytes);
-    g_block = nullptr;
-    return ok;
   }
+  void finish() {
+    for (auto& th : threads_) {
+      if (th.stack != nullptr) munmap(th.stack, kFiberStackBytes);
+      th.stack = nullptr;
+    }
+    if (g_block == this) g_block = nullptr;
+  }
+  // The built-ins of this block (before its fibers run).
+  void make_current() {
+    g_block = this;
+    g_block_dim = block_dim_;
+    g_grid_dim = grid_dim_;
+    g_block_idx = block_idx_;
+  }
+  // Co-resident launches: the block's shared memory is copied out of the (one) buffer while another
+  // block's is in it, and back before the block runs again.
+  void park() { parked_.assign(smem_, smem_ + bytes_); }
+  void unpark() {
+    if (!parked_.empty()) std::memcpy(smem_, parked_.data(), bytes_);
+  }
+  uint3 block_idx() const { return block_idx_; }
 
   // --- called from the fibers.
   int current() const { return current_; }
@@ -277,6 +358,13 @@ class Block {
   }
 
   void syncthreads() { block_at(State::kBarrier); }
+
+  // A spin-wait's poll (__nanosleep, an acquire load): let every other thread, and other blocks of a
+  // co-resident launch, run before this one looks again.
+  void spin() {
+    ++g_counters.spins;
+    block_at(State::kSpin);
+  }
 
   // Lane `current` deposited its operands in self().lane; blocks until the warp's op ran.
   void warp_op() { block_at(State::kWarpOp); }
@@ -386,61 +474,84 @@ class Block {
     if (options_.detect) detector.async_land(current_, c.dst, 16);
   }
 
+ public:
   bool fail(const char* what) {
     char text[256];
-    std::snprintf(text, sizeof(text), "block (%u, %u, %u): %s", g_block_idx.x, g_block_idx.y, g_block_idx.z, what);
+    std::snprintf(text, sizeof(text), "block (%u, %u, %u): %s", block_idx_.x, block_idx_.y, block_idx_.z, what);
     findings_.add("execution", text);
     return false;
   }
 
-  bool schedule() {
+  // One scheduling pass: every runnable (or spinning) thread runs until it blocks; then the warp
+  // collectives whose lanes have all arrived run, or else the block-wide barrier opens if every
+  // thread waits at it. Without spinners this is one round of the one-block scheduler as it always
+  // was: nothing runnable and nothing to open is a deadlock. A spinning thread may still change its
+  // state (another block may release it), so a warp or barrier it has not reached yet is not.
+  Pass pass() {
     const int n = int(threads_.size());
-    for (;;) {
-      for (int t = 0; t < n; ++t) {
-        if (threads_[t].state == State::kRunnable) switch_to(t);
+    bool progress = false;
+    for (int t = 0; t < n; ++t) {
+      const State before = threads_[t].state;
+      if (before != State::kRunnable && before != State::kSpin) continue;
+      switch_to(t);
+      // A spinner that re-checked its condition and spins again did nothing.
+      if (before == State::kRunnable || threads_[t].state != State::kSpin) progress = true;
+    }
+    bool ran_op = false;
+    // Warp collectives whose 32 lanes have all arrived.
+    for (int w = 0; w * kWarpSize < n; ++w) {
+      Lane* lanes[kWarpSize];
+      int waiting = 0, spinning = 0;
+      for (int l = 0; l < kWarpSize && w * kWarpSize + l < n; ++l) {
+        Thread& th = threads_[w * kWarpSize + l];
+        lanes[l] = &th.lane;
+        waiting += th.state == State::kWarpOp;
+        spinning += th.state == State::kSpin;
       }
-      bool progress = false;
-      // Warp collectives whose 32 lanes have all arrived.
-      for (int w = 0; w * kWarpSize < n; ++w) {
-        Lane* lanes[kWarpSize];
-        int waiting = 0;
-        for (int l = 0; l < kWarpSize && w * kWarpSize + l < n; ++l) {
-          Thread& th = threads_[w * kWarpSize + l];
-          lanes[l] = &th.lane;
-          waiting += th.state == State::kWarpOp;
-        }
-        if (waiting == 0) continue;
+      if (waiting == 0) continue;
+      if (waiting != kWarpSize) {
+        if (spinning > 0) continue;  // a spinning lane may yet join
         // After a pass no thread is runnable: lanes elsewhere (exited, at a barrier, at another
         // collective) can never join this one.
-        if (waiting != kWarpSize) return fail("a warp collective that not all 32 lanes reach");
-        for (int l = 1; l < kWarpSize; ++l) {
-          if (lanes[l]->op != lanes[0]->op || lanes[l]->variant != lanes[0]->variant) {
-            return fail("lanes of one warp at different collectives");
-          }
+        fail("a warp collective that not all 32 lanes reach");
+        return Pass::kFailed;
+      }
+      for (int l = 1; l < kWarpSize; ++l) {
+        if (lanes[l]->op != lanes[0]->op || lanes[l]->variant != lanes[0]->variant) {
+          fail("lanes of one warp at different collectives");
+          return Pass::kFailed;
         }
-        current_ = w * kWarpSize;
-        op_table(lanes[0]->op)(*this, w, lanes);
-        ++g_counters.warp_ops[int(lanes[0]->op)];
-        for (int l = 0; l < kWarpSize; ++l) threads_[w * kWarpSize + l].state = State::kRunnable;
-        progress = true;
       }
-      if (progress) continue;
-      int at_barrier = 0, done = 0;
-      for (const Thread& th : threads_) {
-        at_barrier += th.state == State::kBarrier;
-        done += th.state == State::kDone;
-      }
-      if (done == n) return true;
-      if (at_barrier + done == n) {
-        if (done > 0) return fail("__syncthreads() that some threads exited before reaching");
-        detector.barrier();
-        ++g_counters.barriers;
-        for (Thread& th : threads_) th.state = State::kRunnable;
-        continue;
-      }
-      return fail("deadlock: threads wait at different barriers or collectives");
+      current_ = w * kWarpSize;
+      op_table(lanes[0]->op)(*this, w, lanes);
+      ++g_counters.warp_ops[int(lanes[0]->op)];
+      for (int l = 0; l < kWarpSize; ++l) threads_[w * kWarpSize + l].state = State::kRunnable;
+      ran_op = true;
     }
+    if (ran_op) return Pass::kProgress;
+    int at_barrier = 0, done = 0, spinning = 0;
+    for (const Thread& th : threads_) {
+      at_barrier += th.state == State::kBarrier;
+      done += th.state == State::kDone;
+      spinning += th.state == State::kSpin;
+    }
+    if (done == n) return Pass::kDone;
+    if (at_barrier + done == n) {
+      if (done > 0) {
+        fail("__syncthreads() that some threads exited before reaching");
+        return Pass::kFailed;
+      }
+      detector.barrier();
+      ++g_counters.barriers;
+      for (Thread& th : threads_) th.state = State::kRunnable;
+      return Pass::kProgress;
+    }
+    if (spinning > 0) return progress ? Pass::kProgress : Pass::kSpinning;
+    fail("deadlock: threads wait at different barriers or collectives");
+    return Pass::kFailed;
   }
+
+ private:
 
   char* smem_;
   size_t bytes_;
@@ -449,7 +560,9 @@ class Block {
   const Body* body_ = nullptr;
   std::vector<Thread> threads_;
   std::vector<char> snapshot_;
-  dim3 block_dim_{};
+  std::vector<char> parked_;  // co-resident launches: this block's shared memory while another's is in
+  dim3 block_dim_{}, grid_dim_{};
+  uint3 block_idx_{};
   ucontext_t scheduler_{};
   int current_ = 0;
 };
@@ -469,6 +582,83 @@ inline bool launch(dim3 grid, dim3 block, char* smem, size_t smem_bytes, const s
         ++g_counters.blocks;
       }
   return true;
+}
+
+// Runs every block of a grid co-resident, as a cooperative launch (cudaLaunchCooperativeKernel) does:
+// see "Co-resident launches" at the top of the file. `smem` is the kernels' one shared buffer; each
+// block's own contents are swapped in while it runs. False when a block could not complete or the
+// grid deadlocked.
+inline bool launch_cooperative(dim3 grid, dim3 block, char* smem, size_t smem_bytes,
+                               const std::function<void()>& body, const Options& options, Findings& findings) {
+  if (smem_bytes > kMaxSharedBytes) {
+    findings.add("execution", "dynamic shared memory above the emulator's buffer");
+    return false;
+  }
+  // Blocks hold fiber contexts that point into themselves (uc_link): never moved.
+  std::vector<std::unique_ptr<Block>> blocks;
+  std::vector<uint3> index;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blocks.push_back(std::make_unique<Block>(smem, smem_bytes, options, findings));
+        index.push_back(uint3{x, y, z});
+      }
+  const size_t n = blocks.size();
+  Block* resident = nullptr;  // whose shared memory is in the buffer
+  const auto enter = [&](Block& b) {
+    if (resident != &b) {
+      if (resident != nullptr) resident->park();
+      b.unpark();  // nothing before b started: start() fills the buffer
+      resident = &b;
+    }
+    b.make_current();
+  };
+  for (size_t i = 0; i < n; ++i) {
+    enter(*blocks[i]);
+    blocks[i]->start(body, grid, block, index[i]);
+  }
+  ++g_counters.cooperative_launches;
+  std::vector<char> done(n, 0);
+  size_t remaining = n;
+  bool ok = true;
+  int64_t idle_turns = 0;  // turns in a row in which no block did anything but spin
+  for (size_t i = 0; remaining > 0 && ok; i = (i + 1) % n) {
+    if (done[i]) continue;
+    Block& b = *blocks[i];
+    enter(b);
+    bool progress = false;
+    for (;;) {
+      const Block::Pass r = b.pass();
+      if (r == Block::Pass::kFailed) {
+        ok = false;
+        break;
+      }
+      if (r == Block::Pass::kDone) {
+        done[i] = 1;
+        --remaining;
+        ++g_counters.blocks;
+        progress = true;
+        break;
+      }
+      if (r == Block::Pass::kSpinning) break;
+      progress = true;
+      if (options.co_schedule == Options::CoSchedule::kRoundRobin) break;
+    }
+    if (progress) {
+      idle_turns = 0;
+    } else if (ok && ++idle_turns > int64_t(options.spin_budget) * int64_t(remaining)) {
+      char text[256];
+      std::snprintf(text, sizeof(text),
+                    "deadlock: %zu of %zu co-resident blocks spin without progress for %d rounds "
+                    "(a grid barrier that never opens?)",
+                    remaining, n, options.spin_budget);
+      b.fail(text);
+      ok = false;
+    }
+  }
+  for (auto& b : blocks) b->finish();
+  g_block = nullptr;
+  return ok;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,14 +734,36 @@ inline float __int_as_float(int x) {
 // nothing (it counts among the shuffles). Not an epoch of the race detector: accesses on either side
 // of it stay in one barrier interval (see the top of the file).
 inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)::dlk_emu::shfl(mask, 0u, 0, 32, ::dlk_emu::kShflIdx); }
-// ld.global.cg (through L2): a plain load, as the emulated grid has one coherent memory and runs one
-// block at a time. A misaligned address, which faults on the GPU, is an execution finding.
+// ld.global.cg (through L2): a plain load, as the emulated grid has one coherent memory (one block at
+// a time, or co-resident blocks taking turns on one OS thread). A misaligned address, which faults on the GPU, is an execution finding.
 template <typename V> V __ldcg(const V* p) {
   if (reinterpret_cast<uintptr_t>(p) % alignof(V) != 0 && ::dlk_emu::g_block != nullptr) {
     ::dlk_emu::g_block->findings().add("execution", "__ldcg of a misaligned address");
   }
   return *p;
 }
+
+// Grid-wide synchronisation, as the persistent kernels' grid barrier uses it. One OS thread runs
+// every fiber and a fiber switches only where it blocks: a read-modify-write is atomic, and memory is
+// sequentially consistent, so __threadfence has nothing to order (a missing fence goes unseen).
+// __nanosleep and an acquire load yield the fiber (a spin's poll: see Block::spin).
+inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
+  const unsigned int old = *address;
+  *address = old + value;
+  return old;
+}
+inline void __threadfence() {}
+inline void __nanosleep(unsigned int) {
+  if (::dlk_emu::g_block != nullptr) ::dlk_emu::g_block->spin();
+}
+namespace dlk_emu {
+// ld.acquire.gpu.global.u32: yields first, so that the value read is as late as possible. Inline PTX
+// does not compile for the host: a program maps the kernel's asm wrapper to this (rnn_emulate.cpp).
+inline unsigned int ld_acquire_gpu_u32(const unsigned int* p) {
+  if (g_block != nullptr) g_block->spin();
+  return *p;
+}
+}  // namespace dlk_emu
 
 // ---------------------------------------------------------------------------------------------
 // Launches from a launcher's own host code. A launcher source (.cu) is compiled by g++ with its
