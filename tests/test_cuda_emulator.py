@@ -35,13 +35,13 @@ against plain products, the same way.
 
 The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) and the
 tensor-core attention backward (row_terms_kernel, dkdv_tc_kernel, dq_tc_kernel in the launcher's order,
-tests/emulator/attention_bwd_emulate.cpp) are covered at the end of this file, every head dim and
-dropout included, each with its own planted faults. The programs share tests/emulator/harness.h
-(arguments, buffers, the verdict) and the mutant builder below.
+tests/emulator/attention_bwd_emulate.cpp) are covered at the end of this file, every head dim,
+dropout, bias and varlen included, each with its own planted faults. The programs share
+tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
 
-Cost: three harness builds (about 8-10 s each on 2 cores), about 0.1-4 s per case, 20 mutant builds
+Cost: three harness builds (about 8-10 s each on 2 cores), about 0.1-4 s per case, 22 mutant builds
 of the fp16-only harnesses (about 3-5 s each) and 2 small builds for the primitives; the backward's
-section takes about 50 s.
+section takes about 70 s.
 """
 from __future__ import annotations
 
@@ -330,9 +330,12 @@ def test_attention_planted_fault(attention_mutants, name):
 # out and lse come from a double-precision forward in the program, not from the forward kernel.
 # Dropout: the kernels read the Philox seed through AttentionParams::seed and must keep exactly what
 # dlk/attention.h's rule keeps (dkdv per element, dq through keep_bits).
-# Not covered: the SIMT kernels (fp32, and the fp16 / bf16 fallback for unaligned tensors); bias,
-# varlen (cu_seqlens, the too-long NaN fill), causal top-left; batches split over several launches
-# (more than 65,535 sequences).
+# Bias (broadcast over the batch, not differentiated; a row of -inf that sees no key contributes
+# nothing) and varlen (packed sequences with cu_seqlens, lse and row terms (Hq, total_q), empty
+# sequences on either side, dropout counted by packed query token and max_seqlen_k), as the forward's.
+# Not covered: the SIMT kernels (fp32, and the fp16 / bf16 fallback for unaligned tensors); the NaN fill
+# of sequences longer than max_seqlen; causal top-left; batches split over several launches (more than
+# 65,535 sequences).
 
 ATTENTION_BWD_KERNELS = [ROOT / "csrc" / "cuda" / "attention_bwd_kernel.cuh",
                          ROOT / "csrc" / "cuda" / "attention_common.cuh"]
@@ -348,7 +351,8 @@ def attention_bwd_emulator(tmp_path_factory) -> pathlib.Path:
 # at head dim 256). Ragged tails against both, Nq != Nk both ways, GQA (hq = 2 hk), batches, more
 # streamed blocks than the 2 stages (stages refilled), causal bottom-right with Nq > Nk (rows that see
 # no key: dQ 0; key blocks whose first query block is not block 0), every head dim (256: dkdv in two
-# passes), dropout, both dtypes.
+# passes), dropout, both dtypes; bias (row 0 of head 0 all -inf), dense only; varlen with Nq > Nk and
+# Nq < Nk sequences, an empty query side (its keys get dK = dV = 0) and an empty key side (dQ = 0).
 ATTENTION_BWD_CASES = {
     "f16-d64-gqa-b2-ragged": "dtype=f16 d=64 b=2 hq=2 hk=1 nq=70 nk=75",
     "f16-d32-causal-nq-gt-nk-empty-rows": "dtype=f16 d=32 hq=2 hk=1 nq=130 nk=45 causal=1",
@@ -362,6 +366,11 @@ ATTENTION_BWD_CASES = {
     "bf16-d128-dropout-b2": "dtype=bf16 d=128 b=2 hq=2 hk=2 nq=33 nk=40 dropout=0.2 philox=5",
     "f16-d256-causal-two-pass-refill": "dtype=f16 d=256 hq=2 hk=1 nq=40 nk=70 causal=1",
     "bf16-d256-dropout-two-pass": "dtype=bf16 d=256 hq=1 hk=1 nq=33 nk=40 dropout=0.25 philox=9",
+    "f16-d64-bias-causal": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=100 bias=1 causal=1",
+    "bf16-d32-bias-dropout-b2": "dtype=bf16 d=32 b=2 hq=2 hk=2 nq=34 nk=70 bias=1 dropout=0.1 philox=3",
+    "f16-d64-varlen-causal-empty-gqa": "dtype=f16 d=64 hq=4 hk=2 lens_q=5,70,0,12 lens_k=100,3,9,0 causal=1",
+    "bf16-d128-varlen-dropout": "dtype=bf16 d=128 hq=2 hk=1 lens_q=40,1,33 lens_k=20,70,33 dropout=0.2 philox=11",
+    "f16-d256-varlen-two-pass": "dtype=f16 d=256 hq=1 hk=1 lens_q=40,9 lens_k=20,70",
 }
 
 
@@ -375,6 +384,10 @@ def test_attention_backward_emulated(attention_bwd_emulator, case):
 BWD_REFILL = "dtype=f16 d=32 hq=2 hk=1 nq=70 nk=150"  # dkdv: 4 (head, query block) steps; dq: 3 key blocks
 BWD_DROPOUT = "dtype=f16 d=32 b=2 hq=2 hk=1 nq=40 nk=70 dropout=0.25 philox=99"
 BWD_TWO_PASS = "dtype=f16 d=256 hq=1 hk=1 nq=20 nk=33"
+BWD_BIAS = "dtype=f16 d=32 hq=2 hk=1 nq=40 nk=70 bias=1"  # nq even: row i ^ 1 stays inside the bias
+# The second sequence's key start (20) below its query start (70): the bias-free varlen fault below
+# then reads lse rows of the right buffer, only the wrong ones.
+BWD_VARLEN = "dtype=f16 d=32 hq=2 hk=1 lens_q=70,40 lens_k=20,90"
 DKDV_WAIT = "    cp_async_wait<1>();   // everything but the group just issued has landed (K, V, iteration it)\n"
 DQ_REFILL = ("        mma_sync_unordered(dq_acc[2 * np + 1], a, {bk[2], bk[3]}, TypeTag<T>{});\n      }\n    }\n"
              "    __syncthreads();  // this stage is refilled by the next iteration's issue()\n")
@@ -407,6 +420,14 @@ ATTENTION_BWD_MUTANTS = {
     "two-pass-dk-without-dp": ("attention_bwd_kernel.cuh", "  constexpr bool kNeedDP = kGradK;",
                                "  constexpr bool kNeedDP = kGradK && kGradV;",
                                [(BWD_TWO_PASS, r"first wrong: dk "), (BWD_REFILL, None)]),
+    # the recomputed scores (biased_score, both kernels) add the bias row of the pair partner (i ^ 1)
+    "bias-row": ("attention_bwd_kernel.cuh", "p.bias_row_stride, b, h, i) + j]", "p.bias_row_stride, b, h, i ^ 1) + j]",
+                 [(BWD_BIAS, WRONG), (BWD_REFILL, None)]),
+    # dkdv reads a packed sequence's lse rows from its key start (cu_seqlens_k[b]) instead of its query start
+    "varlen-dkdv-lse-offset": ("attention_bwd_kernel.cuh",
+                               "const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i;",
+                               "const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_k + i;",
+                               [(BWD_VARLEN, r"first wrong: d[kv] "), (BWD_REFILL, None)]),
 }
 
 

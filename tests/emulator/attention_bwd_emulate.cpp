@@ -11,8 +11,11 @@
 //
 // One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64|96|128|256, b, hq,
 // hk, nq, nk, causal (bottom-right), seed (of the inputs), dropout (p), philox (the dropout seed, read
-// by the kernels through AttentionParams::seed as they read the op's device tensor) and detect. Prints
-// one summary line and the detector's findings; exit status as harness.h's verdict (2 on a bad case).
+// by the kernels through AttentionParams::seed as they read the op's device tensor), bias (an additive
+// bias broadcast over the batch, dense only, not differentiated), lens_q / lens_k (varlen: packed
+// sequences of these lengths, with cu_seqlens; nq / nk are then their maxima) and detect, as in
+// attention_fwd_emulate.cpp. Prints one summary line and the detector's findings; exit status as
+// harness.h's verdict (2 on a bad case).
 
 #include "harness.h"
 #include "warp_emu.h"
@@ -22,6 +25,7 @@
 #include "attention_bwd_kernel.cuh"
 #undef __CUDA_ARCH__
 
+#include <algorithm>
 #include <random>
 
 namespace dlk {
@@ -43,7 +47,20 @@ struct Case {
   uint32_t seed = 1;
   double dropout = 0.0;
   int64_t philox = 0;
+  bool bias = false;
+  std::vector<int> lens_q, lens_k;  // varlen: each sequence's length (b, nq, nk then follow from them)
 };
+
+bool int_list(const std::string& v, std::vector<int>& out) {
+  out.clear();
+  for (size_t at = 0; at <= v.size();) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    if (comma == at) return false;
+    out.push_back(std::atoi(v.substr(at, comma - at).c_str()));
+    at = comma + 1;
+  }
+  return true;
+}
 
 bool parse(int argc, char** argv, Case& c) {
   return dlk_emu::parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
@@ -60,6 +77,9 @@ bool parse(int argc, char** argv, Case& c) {
     else if (key == "seed") c.seed = uint32_t(x);
     else if (key == "dropout") c.dropout = std::atof(v.c_str());
     else if (key == "philox") c.philox = std::strtoll(v.c_str(), nullptr, 0);
+    else if (key == "bias") c.bias = x != 0;
+    else if (key == "lens_q") return int_list(v, c.lens_q);
+    else if (key == "lens_k") return int_list(v, c.lens_k);
     else return false;
     return true;
   });
@@ -96,10 +116,22 @@ template <typename T, int kHeadDim>
 int run(const Case& cs) {
   using Config = TensorCoreConfig<kHeadDim>;
   const int D = kHeadDim;
-  // Dense (B, N, H, D) layout, as torch's (batch, seq, heads, dim): rows strided by H * D.
-  const size_t q_elems = size_t(cs.b) * cs.nq * cs.hq * D, k_elems = size_t(cs.b) * cs.nk * cs.hk * D;
-  const auto qi = [&](int bb, int i, int h, int e) { return ((size_t(bb) * cs.nq + i) * cs.hq + h) * D + e; };
-  const auto ki = [&](int bb, int j, int h, int e) { return ((size_t(bb) * cs.nk + j) * cs.hk + h) * D + e; };
+  // Dense: (B, N, H, D) as torch's (batch, seq, heads, dim) view, rows strided by H * D. Varlen: packed
+  // (total, H, D) with cu_seqlens; nq / nk are then the longest sequences (max_seqlen). Either way query
+  // (key) row i of sequence bb is token cu_q[bb] + i (cu_k[bb] + i) of a (tokens, H, D) array.
+  const bool varlen = !cs.lens_q.empty();
+  const int batch = varlen ? int(cs.lens_q.size()) : cs.b;
+  std::vector<int> cu_q{0}, cu_k{0};
+  for (int bb = 0; bb < batch; ++bb) {
+    cu_q.push_back(cu_q.back() + (varlen ? cs.lens_q[bb] : cs.nq));
+    cu_k.push_back(cu_k.back() + (varlen ? cs.lens_k[bb] : cs.nk));
+  }
+  const int nq = varlen ? *std::max_element(cs.lens_q.begin(), cs.lens_q.end()) : cs.nq;
+  const int nk = varlen ? *std::max_element(cs.lens_k.begin(), cs.lens_k.end()) : cs.nk;
+  const int64_t total_q = cu_q.back(), total_k = cu_k.back();
+  const size_t q_elems = size_t(total_q) * cs.hq * D, k_elems = size_t(total_k) * cs.hk * D;
+  const auto qi = [&](int bb, int i, int h, int e) { return ((size_t(cu_q[bb]) + i) * cs.hq + h) * D + e; };
+  const auto ki = [&](int bb, int j, int h, int e) { return ((size_t(cu_k[bb]) + j) * cs.hk + h) * D + e; };
   std::mt19937 rng(cs.seed);
   std::uniform_real_distribution<float> uniform(-2.f, 2.f);
   const auto fill = [&](Buffer<T>& buf, std::vector<double>& ref) {
@@ -115,6 +147,17 @@ int run(const Case& cs) {
   fill(k, kr);
   fill(v, vr);
   fill(grad_out, dor);
+  // Bias (dense only): (Hq, Nq, Nk) broadcast over the batch (batch stride 0), row 0 of head 0 all -inf
+  // (a row that sees no key: out 0, lse -inf, no contribution to any gradient).
+  Buffer<T> bias(cs.bias ? size_t(cs.hq) * nq * nk : 0);
+  std::vector<double> biasr;
+  if (cs.bias) {
+    fill(bias, biasr);
+    for (int j = 0; j < nk; ++j) {
+      bias[j] = from_accumulate<T>(-INFINITY);
+      biasr[j] = -INFINITY;
+    }
+  }
   // The gradients with a guard of kGuard elements past their end: every element must be written, no
   // element past the end may be.
   constexpr size_t kGuard = 4096;
@@ -124,22 +167,32 @@ int run(const Case& cs) {
     for (size_t i = 0; i < g->size; ++i) (*g)[i] = sentinel;
 
   AttentionBwdParams p;
-  p.batch = cs.b;
+  p.batch = batch;
   p.heads_q = cs.hq;
   p.heads_kv = cs.hk;
   p.head_dim = D;
-  p.seqlen_q = cs.nq;
-  p.seqlen_k = cs.nk;
-  p.total_q = int64_t(cs.b) * cs.nq;
+  p.seqlen_q = nq;
+  p.seqlen_k = nk;
+  p.total_q = total_q;
+  if (varlen) {
+    p.cu_seqlens_q = cu_q.data();
+    p.cu_seqlens_k = cu_k.data();
+  }
   p.q = q.data();
   p.k = k.data();
   p.v = v.data();
   p.q_row_stride = int64_t(cs.hq) * D;
   p.q_head_stride = D;
-  p.q_batch_stride = int64_t(cs.nq) * cs.hq * D;
+  p.q_batch_stride = varlen ? 0 : int64_t(nq) * cs.hq * D;
   p.k_row_stride = p.v_row_stride = int64_t(cs.hk) * D;
   p.k_head_stride = p.v_head_stride = D;
-  p.k_batch_stride = p.v_batch_stride = int64_t(cs.nk) * cs.hk * D;
+  p.k_batch_stride = p.v_batch_stride = varlen ? 0 : int64_t(nk) * cs.hk * D;
+  if (cs.bias) {
+    p.bias = bias.data();
+    p.bias_batch_stride = 0;
+    p.bias_head_stride = int64_t(nq) * nk;
+    p.bias_row_stride = nk;
+  }
   p.out = out.data();
   p.grad_out = grad_out.data();
   p.grad_q = grad_q.data();
@@ -151,10 +204,15 @@ int run(const Case& cs) {
   p.grad_k_row_stride = p.grad_v_row_stride = p.k_row_stride;
   p.grad_k_head_stride = p.grad_v_head_stride = p.k_head_stride;
   p.grad_k_batch_stride = p.grad_v_batch_stride = p.k_batch_stride;
-  std::vector<float> lse(size_t(cs.b) * cs.hq * cs.nq);
+  // lse: dense (B, Hq, Nq), varlen (Hq, total_q): the same count. Row i of sequence bb, head h at
+  // stat_index (the row terms share the layout, row_terms_layout).
+  std::vector<float> lse(size_t(cs.hq) * total_q);
   p.lse = lse.data();
-  p.lse_batch_stride = int64_t(cs.hq) * cs.nq;
-  p.lse_head_stride = cs.nq;
+  p.lse_batch_stride = varlen ? 0 : int64_t(cs.hq) * nq;
+  p.lse_head_stride = varlen ? total_q : nq;
+  const auto stat_index = [&](int bb, int h, int i) {
+    return size_t(bb * p.lse_batch_stride + h * p.lse_head_stride + (varlen ? cu_q[bb] : 0) + i);
+  };
   p.scale_f64 = 1.0 / std::sqrt(double(D));
   p.scale = float(p.scale_f64);
   p.causal = cs.causal;
@@ -164,39 +222,44 @@ int run(const Case& cs) {
   p.seed = cs.dropout > 0 ? &philox_seed : nullptr;
 
   // ---- The forward in double: lse (natural log, before dropout) and out = P' V, P' = P * keep / (1 - p)
-  // with dlk/attention.h's Philox rule; out rounded to T and lse to float, as the forward stores them.
+  // with dlk/attention.h's Philox rule (query token cu_q[bb] + i, = bb * Nq + i when dense; the
+  // params' max key length nk); out rounded to T and lse to float, as the forward stores them. A row
+  // whose visible keys all have bias -inf (or that sees none) has out 0 and lse -inf.
   const double scale = p.scale;  // the float scale the kernels use
   const uint32_t threshold = dropout_threshold(cs.dropout);
   const auto keep_factor = [&](int h, int64_t q_token, int j) {
     if (cs.dropout <= 0) return 1.0;
-    const uint64_t counter = dropout_counter(h, p.total_q, q_token, cs.nk, j);
+    const uint64_t counter = dropout_counter(h, p.total_q, q_token, nk, j);
     return dropout_keep(uint64_t(cs.philox), counter, threshold) ? 1.0 / (1.0 - cs.dropout) : 0.0;
   };
   const int group = cs.hq / cs.hk;
+  // scale * q.k + bias[h, i, j] (the bias is broadcast over the batch).
   const auto score = [&](int bb, int h, int i, int j) {
     double dot = 0;
     for (int e = 0; e < D; ++e) dot += qr[qi(bb, i, h, e)] * kr[ki(bb, j, h / group, e)];
-    return dot * scale;
+    return dot * scale + (cs.bias ? biasr[(size_t(h) * nq + i) * nk + j] : 0.0);
   };
-  for (int bb = 0; bb < cs.b; ++bb)
+  for (int bb = 0; bb < batch; ++bb) {
+    const int len_q = cu_q[bb + 1] - cu_q[bb], len_k = cu_k[bb + 1] - cu_k[bb];
     for (int h = 0; h < cs.hq; ++h)
-      for (int i = 0; i < cs.nq; ++i) {
-        const int key_end = attention_key_end(p, i, cs.nq, cs.nk);
+      for (int i = 0; i < len_q; ++i) {
+        const int key_end = attention_key_end(p, i, len_q, len_k);
         std::vector<double> s(size_t(std::max(key_end, 0)));
         double m = -INFINITY;
         for (int j = 0; j < key_end; ++j) m = std::max(m, s[j] = score(bb, h, i, j));
         double l = 0;
-        for (int j = 0; j < key_end; ++j) l += std::exp(s[j] - m);
-        lse[(size_t(bb) * cs.hq + h) * cs.nq + i] = key_end > 0 ? float(m + std::log(l)) : -INFINITY;
-        const int64_t q_token = int64_t(bb) * cs.nq + i;
+        for (int j = 0; j < key_end; ++j) l += m == -INFINITY ? 0.0 : std::exp(s[j] - m);
+        lse[stat_index(bb, h, i)] = l > 0 ? float(m + std::log(l)) : -INFINITY;
+        const int64_t q_token = cu_q[bb] + i;
         for (int e = 0; e < D; ++e) {
           double o = 0;
-          for (int j = 0; j < key_end; ++j)
+          for (int j = 0; l > 0 && j < key_end; ++j)
             o += std::exp(s[j] - m) / l * keep_factor(h, q_token, j) * vr[ki(bb, j, h / group, e)];
           out[qi(bb, i, h, e)] = from_accumulate<T>(float(o));
           outr[qi(bb, i, h, e)] = to_accumulate(out[qi(bb, i, h, e)]);
         }
       }
+  }
 
   // ---- The backward on the emulator, as run_attention_backward and run_tensor_core_kernels launch it
   // (copied: they launch through launch_kernel): row terms into the workspace (row_terms_layout),
@@ -262,22 +325,23 @@ int run(const Case& cs) {
              number(want) + " (tolerance " + number(tol) + ")";
     });
   };
-  for (int bb = 0; bb < cs.b; ++bb)
+  for (int bb = 0; bb < batch; ++bb)
     for (int h = 0; h < cs.hq; ++h) {
       const int hk = h / group;
-      for (int i = 0; i < cs.nq; ++i) {
-        const size_t stat = (size_t(bb) * cs.hq + h) * cs.nq + i;
+      const int len_q = cu_q[bb + 1] - cu_q[bb], len_k = cu_k[bb + 1] - cu_k[bb];
+      for (int i = 0; i < len_q; ++i) {
+        const size_t stat = stat_index(bb, h, i);
         double dsum = 0, dsum_mag = 0;
         for (int e = 0; e < D; ++e) {
           dsum += dor[qi(bb, i, h, e)] * outr[qi(bb, i, h, e)];
           dsum_mag += std::fabs(dor[qi(bb, i, h, e)] * outr[qi(bb, i, h, e)]);
         }
         // D_i (row_terms_kernel): an fp32 sum of D products, in the workspace's layout.
-        check(row_terms[size_t(bb * terms.batch_stride + h * terms.head_stride + i)], dsum,
-              2 * fp32_dot * dsum_mag + 1e-30, "row term", bb, h, i, 0);
-        const int key_end = attention_key_end(p, i, cs.nq, cs.nk);
+        check(row_terms[stat], dsum, 2 * fp32_dot * dsum_mag + 1e-30, "row term", bb, h, i, 0);
+        const int key_end = attention_key_end(p, i, len_q, len_k);
         const double row_lse = lse[stat];
-        const int64_t q_token = int64_t(bb) * cs.nq + i;
+        if (row_lse == -INFINITY) continue;  // no visible key (or all bias -inf): contributes nothing
+        const int64_t q_token = cu_q[bb] + i;
         for (int j = 0; j < key_end; ++j) {
           const double prob = std::exp(score(bb, h, i, j) - row_lse);
           const double factor = keep_factor(h, q_token, j);
@@ -301,12 +365,12 @@ int run(const Case& cs) {
       }
     }
   const auto check_gradient = [&](Buffer<T>& got, const std::vector<double>& want, const std::vector<double>& bound,
-                                  const char* what, int rows, int heads) {
-    for (int bb = 0; bb < cs.b; ++bb)
-      for (int r = 0; r < rows; ++r)
+                                  const char* what, const std::vector<int>& cu, int heads) {
+    for (int bb = 0; bb < batch; ++bb)
+      for (int r = 0; r < cu[bb + 1] - cu[bb]; ++r)
         for (int h = 0; h < heads; ++h)
           for (int e = 0; e < D; ++e) {
-            const size_t at = ((size_t(bb) * rows + r) * heads + h) * D + e;
+            const size_t at = ((size_t(cu[bb]) + r) * heads + h) * D + e;
             check(to_accumulate(got[at]), want[at], 2 * (bound[at] + u * (std::fabs(want[at]) + tiny)), what, bb, h, r,
                   e);
           }
@@ -316,14 +380,14 @@ int run(const Case& cs) {
       return std::string(what) + ": element " + std::to_string(written - want.size()) + " past the end written";
     });
   };
-  check_gradient(grad_q, dq_ref, dq_bound, "dq", cs.nq, cs.hq);
-  check_gradient(grad_k, dk_ref, dk_bound, "dk", cs.nk, cs.hk);
-  check_gradient(grad_v, dv_ref, dv_bound, "dv", cs.nk, cs.hk);
+  check_gradient(grad_q, dq_ref, dq_bound, "dq", cu_q, cs.hq);
+  check_gradient(grad_k, dk_ref, dk_bound, "dk", cu_k, cs.hk);
+  check_gradient(grad_v, dv_ref, dv_bound, "dv", cu_k, cs.hk);
 
-  std::printf("attention_backward<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d dropout=%g: %zu of %zu outputs "
-              "wrong (max |err| %.3g, %.2f of its tolerance), %d blocks, %d findings\n",
-              cs.dtype.c_str(), D, cs.b, cs.hq, cs.hk, cs.nq, cs.nk, int(cs.causal), cs.dropout, tally.wrong,
-              tally.checked, tally.worst, worst_ratio, blocks, findings.total());
+  std::printf("attention_backward<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d dropout=%g bias=%d varlen=%d: %zu of "
+              "%zu outputs wrong (max |err| %.3g, %.2f of its tolerance), %d blocks, %d findings\n",
+              cs.dtype.c_str(), D, batch, cs.hq, cs.hk, nq, nk, int(cs.causal), cs.dropout, int(cs.bias), int(varlen),
+              tally.wrong, tally.checked, tally.worst, worst_ratio, blocks, findings.total());
   return dlk_emu::verdict(tally, findings, ran);
 }
 
@@ -343,8 +407,12 @@ int run_dim(const Case& cs) {
 
 int main(int argc, char** argv) {
   Case cs;
+  const auto negative = [](const std::vector<int>& lens) {
+    return std::any_of(lens.begin(), lens.end(), [](int n) { return n < 0; });
+  };
   if (!parse(argc, argv, cs) || cs.b <= 0 || cs.hq <= 0 || cs.hk <= 0 || cs.hq % cs.hk != 0 || cs.nq < 0 ||
-      cs.nk < 0 || !(cs.dropout >= 0 && cs.dropout < 1)) {
+      cs.nk < 0 || !(cs.dropout >= 0 && cs.dropout < 1) || cs.lens_q.size() != cs.lens_k.size() ||
+      negative(cs.lens_q) || negative(cs.lens_k) || (cs.bias && !cs.lens_q.empty())) {
     std::fprintf(stderr, "bad case\n");
     return 2;
   }
