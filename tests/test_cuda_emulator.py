@@ -78,6 +78,14 @@ def run(exe: pathlib.Path, args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args.split()], capture_output=True, text=True, timeout=120)
 
 
+def run_clean(exe: pathlib.Path, args: str) -> subprocess.CompletedProcess:
+    """Runs one case that must pass: exit 0, no wrong output, no detector finding."""
+    ran = run(exe, args)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+    return ran
+
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory) -> pathlib.Path:
     return build(EMULATOR / "conv2d_emulate.cpp", tmp_path_factory.mktemp("emulator") / "conv2d_emulate")
@@ -116,9 +124,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_conv_gemm_emulated(emulator, case):
-    ran = run(emulator, CASES[case])
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+    run_clean(emulator, CASES[case])
 
 
 def test_warp_primitives(tmp_path):
@@ -267,9 +273,7 @@ def attention_emulator(tmp_path_factory) -> pathlib.Path:
 
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 def test_attention_forward_emulated(attention_emulator, case):
-    ran = run(attention_emulator, ATTENTION_CASES[case])
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+    run_clean(attention_emulator, ATTENTION_CASES[case])
 
 
 ATTENTION_RING = "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300"
@@ -376,9 +380,7 @@ ATTENTION_BWD_CASES = {
 
 @pytest.mark.parametrize("case", ATTENTION_BWD_CASES)
 def test_attention_backward_emulated(attention_bwd_emulator, case):
-    ran = run(attention_bwd_emulator, ATTENTION_BWD_CASES[case])
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert re.search(r" 0 of \d+ outputs wrong.*, 0 findings", ran.stdout), ran.stdout
+    run_clean(attention_bwd_emulator, ATTENTION_BWD_CASES[case])
 
 
 BWD_REFILL = "dtype=f16 d=32 hq=2 hk=1 nq=70 nk=150"  # dkdv: 4 (head, query block) steps; dq: 3 key blocks

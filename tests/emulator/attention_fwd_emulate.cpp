@@ -10,6 +10,7 @@
 // broadcast over the batch, dense only) and lens_q / lens_k (varlen: packed sequences of these
 // lengths, with cu_seqlens). Prints one summary line and the detector's findings; exit status as
 // harness.h's verdict (2 on a bad case).
+#include "attention_case.h"
 #include "harness.h"
 #include "warp_emu.h"
 
@@ -33,50 +34,7 @@ namespace {
 using namespace dlk;
 using namespace dlk::attn;
 
-struct Case {
-  std::string dtype = "f16";
-  int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
-  bool causal = false, detect = true;
-  uint32_t seed = 1;
-  double dropout = 0.0;
-  int64_t philox = 0;
-  bool bias = false;
-  std::vector<int> lens_q, lens_k;  // varlen: each sequence's length (b, nq, nk then follow from them)
-};
-
-bool int_list(const std::string& v, std::vector<int>& out) {
-  out.clear();
-  for (size_t at = 0; at <= v.size();) {
-    const size_t comma = std::min(v.find(',', at), v.size());
-    if (comma == at) return false;
-    out.push_back(std::atoi(v.substr(at, comma - at).c_str()));
-    at = comma + 1;
-  }
-  return true;
-}
-
-bool parse(int argc, char** argv, Case& c) {
-  return dlk_emu::parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
-    const int x = dlk_emu::to_int(v);
-    if (key == "dtype") c.dtype = v;
-    else if (key == "d") c.d = x;
-    else if (key == "b") c.b = x;
-    else if (key == "hq") c.hq = x;
-    else if (key == "hk") c.hk = x;
-    else if (key == "nq") c.nq = x;
-    else if (key == "nk") c.nk = x;
-    else if (key == "causal") c.causal = x != 0;
-    else if (key == "detect") c.detect = x != 0;
-    else if (key == "seed") c.seed = uint32_t(x);
-    else if (key == "dropout") c.dropout = std::atof(v.c_str());
-    else if (key == "philox") c.philox = std::strtoll(v.c_str(), nullptr, 0);
-    else if (key == "bias") c.bias = x != 0;
-    else if (key == "lens_q") return int_list(v, c.lens_q);
-    else if (key == "lens_k") return int_list(v, c.lens_k);
-    else return false;
-    return true;
-  });
-}
+using Case = dlk_emu::AttentionCase;
 
 using dlk_emu::Buffer;
 
@@ -255,7 +213,7 @@ int run_dim(const Case& cs) {
 
 int main(int argc, char** argv) {
   Case cs;
-  if (!parse(argc, argv, cs) || cs.hk <= 0 || cs.hq % cs.hk != 0 || cs.lens_q.size() != cs.lens_k.size() ||
+  if (!dlk_emu::parse_attention_case(argc, argv, cs) || cs.hk <= 0 || cs.hq % cs.hk != 0 || cs.lens_q.size() != cs.lens_k.size() ||
       (cs.bias && !cs.lens_q.empty())) {
     std::fprintf(stderr, "bad case\n");
     return 2;

@@ -4,6 +4,7 @@
 // 1 otherwise; the programs return 2 themselves for a case they cannot run).
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -26,6 +27,18 @@ bool parse_arguments(int argc, char** argv, Set set) {
 }
 
 inline int to_int(const std::string& v) { return std::atoi(v.c_str()); }
+
+// "a,b,c" -> {a, b, c}; false on an empty item.
+inline bool to_int_list(const std::string& v, std::vector<int>& out) {
+  out.clear();
+  for (size_t at = 0; at <= v.size();) {
+    const size_t comma = std::min(v.find(',', at), v.size());
+    if (comma == at) return false;
+    out.push_back(std::atoi(v.substr(at, comma - at).c_str()));
+    at = comma + 1;
+  }
+  return true;
+}
 
 // Element storage: T-typed, 16-byte aligned (the cp.async loaders' requirement), one spare vector.
 template <typename T>

@@ -84,6 +84,8 @@ Status dispatch_dtype_f16_only(DType dtype, Fn&& fn) {
 #undef dispatch_dtype
 #undef __CUDA_ARCH__
 
+#include "reference_numerics.h"
+
 #include <cmath>
 #include <map>
 #include <random>
@@ -190,34 +192,12 @@ bool transforms_reproduce_correlation(const Transforms& t) {
 
 // ---------------------------------------------------------------------------------------------
 
-template <typename T> double value(T v) { return double(to_accumulate(v)); }
-template <typename T> T store(double v) {
-  if constexpr (std::is_same_v<T, double>) return v;
-  else return from_accumulate<T>(float(v));
-}
-template <typename T> constexpr DType dtype_of() {
-  if constexpr (std::is_same_v<T, __half>) return DType::kFloat16;
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return DType::kBFloat16;
-  else if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
-  else return DType::kFloat64;
-}
-template <typename T> constexpr double unit_roundoff() {
-  if constexpr (std::is_same_v<T, __half>) return 0x1p-11;
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return 0x1p-8;
-  else if constexpr (std::is_same_v<T, float>) return 0x1p-24;
-  else return 0x1p-53;
-}
-// Absolute rounding error below T's normal range (fp16's subnormals).
-template <typename T> constexpr double underflow_floor() {
-  if constexpr (std::is_same_v<T, __half>) return 0x1p-25;
-  else if constexpr (std::is_same_v<T, double>) return 0x1p-1074;
-  else return 0x1p-150;
-}
-
-template <typename T>
-void fill_nan(Buffer<T>& b) {
-  std::memset(b.storage.data(), 0xFF, b.storage.size() * sizeof(b.storage[0]));
-}
+using dlk_emu::dtype_of;
+using dlk_emu::fill_nan;
+using dlk_emu::store;
+using dlk_emu::underflow_floor;
+using dlk_emu::unit_roundoff;
+using dlk_emu::value;
 
 // Names the GEMM instantiation a launch ran (the launcher takes its address as `kernel`).
 template <typename T, int Tile>

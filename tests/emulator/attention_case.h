@@ -1,0 +1,52 @@
+// One attention case of the emulator programs (attention_fwd_emulate.cpp, attention_bwd_emulate.cpp),
+// from `key=value` arguments: dtype f16|bf16, d 32|64|96|128|256, b, hq, hk, nq, nk, causal
+// (bottom-right), seed (of the inputs), dropout (p), philox (the dropout seed, which the kernels read
+// through AttentionParams::seed), bias (an additive bias broadcast over the batch, dense only),
+// lens_q / lens_k (varlen: packed sequences of these lengths) and detect. Each program checks what
+// it can run.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace dlk_emu {
+
+struct AttentionCase {
+  std::string dtype = "f16";
+  int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
+  bool causal = false, detect = true;
+  uint32_t seed = 1;
+  double dropout = 0.0;
+  int64_t philox = 0;
+  bool bias = false;
+  std::vector<int> lens_q, lens_k;  // varlen: each sequence's length (b, nq, nk then follow from them)
+};
+
+inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
+  return parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
+    const int x = to_int(v);
+    if (key == "dtype") c.dtype = v;
+    else if (key == "d") c.d = x;
+    else if (key == "b") c.b = x;
+    else if (key == "hq") c.hq = x;
+    else if (key == "hk") c.hk = x;
+    else if (key == "nq") c.nq = x;
+    else if (key == "nk") c.nk = x;
+    else if (key == "causal") c.causal = x != 0;
+    else if (key == "detect") c.detect = x != 0;
+    else if (key == "seed") c.seed = uint32_t(x);
+    else if (key == "dropout") c.dropout = std::atof(v.c_str());
+    else if (key == "philox") c.philox = std::strtoll(v.c_str(), nullptr, 0);
+    else if (key == "bias") c.bias = x != 0;
+    else if (key == "lens_q") return to_int_list(v, c.lens_q);
+    else if (key == "lens_k") return to_int_list(v, c.lens_k);
+    else return false;
+    return true;
+  });
+}
+
+}  // namespace dlk_emu
