@@ -36,7 +36,9 @@ against plain products, the same way.
 The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) and the
 tensor-core attention backward (row_terms_kernel, dkdv_tc_kernel, dq_tc_kernel in the launcher's order,
 tests/emulator/attention_bwd_emulate.cpp) are covered at the end of this file, every head dim,
-dropout, bias and varlen included, each with its own planted faults. The programs share
+dropout, bias and varlen included, each with its own planted faults; so is the Hopper attention forward
+(attention_forward_sm90_kernel, the same forward program with sm90=1), its wgmma.mma_async emulated by
+tests/emulator/wgmma_emu.h, with planted faults for each of the detector's wgmma findings. The programs share
 tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
 
 Cost: three harness builds (about 8-10 s each on 2 cores), about 0.1-4 s per case, 22 mutant builds
@@ -237,10 +239,16 @@ def test_planted_fault(mutants, name):
 # k-step), 256 (8 warps, kBlockN 32).
 # Bias (broadcast over the batch, a row of -inf that sees no key) and varlen (packed sequences of
 # different lengths, an empty one, with cu_seqlens; dropout counted by packed token).
-# Not covered: the fp32 SIMT kernel; unaligned (element-copy) loads; causal top-left; the Hopper
-# (wgmma) forward; the NaN fill of sequences longer than max_seqlen. (The backward: the next section.)
+# A stated max_seqlen below a packed sequence's length (a caller's error the op cannot check under
+# torch.compile or CUDA graph capture): that sequence's out and lse must be NaN, not stale memory.
+# The exact fp32 SIMT kernel (attention_forward_float_kernel: plain shared loads, unseen by the
+# detector, so its results carry the check, to 2e-5) at every head dim with the same features, and the
+# fp16 / bf16 kernel's element-copy path for unaligned tensors (aligned=0).
+# Not covered: causal top-left (the op passes only bottom-right to the kernels). (The Hopper forward
+# and the backward: the next sections.)
 
-ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh"]
+ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh",
+                     ROOT / "csrc" / "cuda" / "attention_fwd_sm90_kernel.cuh", ROOT / "csrc" / "cuda" / "wgmma.cuh"]
 
 # Nq != Nk with ragged tails (kBlockM = 64 query rows, kBlockN = 128 keys at D = 32, 64), more key
 # blocks than ring stages (nk > 256: the ring is refilled), GQA (hq = 2 hk), batches, causal
@@ -263,6 +271,16 @@ ATTENTION_CASES = {
     "bf16-d32-bias-dropout-b2": "dtype=bf16 d=32 b=2 hq=2 hk=2 nq=34 nk=140 bias=1 dropout=0.1 philox=3",
     "f16-d64-varlen-causal-empty": "dtype=f16 d=64 hq=4 hk=2 lens_q=5,77,0,130 lens_k=200,3,9,140 causal=1",
     "bf16-d128-varlen-dropout": "dtype=bf16 d=128 hq=2 hk=1 lens_q=70,1,33 lens_k=20,150,33 dropout=0.2 philox=11",
+    "f16-d64-varlen-too-long-nan-fill": "dtype=f16 d=64 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 max_k=200",
+    "f16-d64-unaligned-ring": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300 aligned=0",
+    "bf16-d96-unaligned-varlen-too-long-causal": ("dtype=bf16 d=96 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 "
+                                                  "max_k=200 aligned=0 causal=1"),
+    "f32-d64-gqa-b2": "dtype=f32 d=64 b=2 hq=2 hk=1 nq=37 nk=150",
+    "f32-d32-causal-dropout": "dtype=f32 d=32 hq=2 hk=1 nq=40 nk=77 causal=1 dropout=0.2 philox=5",
+    "f32-d96-bias": "dtype=f32 d=96 hq=2 hk=1 nq=20 nk=45 bias=1",
+    "f32-d128-causal-nq-gt-nk": "dtype=f32 d=128 hq=2 hk=1 nq=40 nk=20 causal=1",
+    "f32-d256-varlen-causal-empty": "dtype=f32 d=256 hq=2 hk=1 lens_q=5,33,0 lens_k=20,3,9 causal=1",
+    "f32-d64-varlen-too-long-nan-fill": "dtype=f32 d=64 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 max_k=200",
 }
 
 
@@ -311,6 +329,13 @@ ATTENTION_MUTANTS = {
                          "s.len_k = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];", [(ATTENTION_VARLEN, WRONG)]),
     "dropout-seed-not-read": ("attention_fwd_kernel.cuh", "dropout_keep_bits<kSTiles>(args, dropout_seed(p), h,",
                               "dropout_keep_bits<kSTiles>(args, 0, h,", [(ATTENTION_DROPOUT, WRONG)]),
+    # fp32: the barrier before a key block's K and V are overwritten deleted (plain loads: the results see it)
+    "f32-refill-barrier": ("attention_fwd_kernel.cuh", "    __syncthreads();  // the previous block's K and V are no longer read\n",
+                           "", [("dtype=f32 d=64 hq=2 hk=1 nq=37 nk=150", WRONG)]),
+    # fp32: P of key key_local fetched from the lane of the next key
+    "f32-probability-lane": ("attention_fwd_kernel.cuh", "s[key_local / kGroup], key_local % kGroup, kGroup);",
+                             "s[key_local / kGroup], (key_local + 1) % kGroup, kGroup);",
+                             [("dtype=f32 d=32 hq=1 hk=1 nq=16 nk=40", WRONG)]),
 }
 
 
@@ -323,6 +348,102 @@ def attention_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
 @pytest.mark.parametrize("name", ATTENTION_MUTANTS)
 def test_attention_planted_fault(attention_mutants, name):
     check_planted_fault(attention_mutants[name], name, ATTENTION_MUTANTS[name][3])
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hopper flash-attention forward (csrc/cuda/attention_fwd_sm90_kernel.cuh:
+# attention_forward_sm90_kernel<T, D>, opt-in and never run on a GPU: two warpgroups, wgmma.mma_async
+# S = Q K^T from shared memory and O += P V with P from registers, S(j + 1) overlapping P(j) V(j),
+# K and V refilled as separate cp.async groups) on the same program with sm90=1, the wgmma
+# instructions emulated by tests/emulator/wgmma_emu.h: descriptors decoded by the canonical
+# 128-byte-swizzle layouts, ops run at the latest moment the hardware may (the first wait_group
+# that needs them), and the detector extended to the async proxy: shared operands written in the same
+# barrier interval, with a cp.async in flight or without the writer's fence.proxy.async, shared
+# operands overwritten before every thread's wait_group ("wgmma-operand"), and accumulator or A
+# registers changed between issue and wait ("wgmma-register"). Head dims 64 and 128 (kBlockN 128)
+# and 256 (kBlockN 64, m64n256 P V); the dispatcher gives it no bias, no dropout, no other head dim
+# (such a case is refused, exit 2). The too-long-sequence case found the kernel leaving such a
+# sequence's rows past max_seqlen_q stale (the mma.sync kernel fills them with NaN); it now fills too.
+
+SM90_CASES = {
+    "f16-d64-gqa-b2-ring": "sm90=1 dtype=f16 d=64 b=2 hq=2 hk=1 nq=77 nk=300",
+    "bf16-d128-causal-gqa-two-row-blocks": "sm90=1 dtype=bf16 d=128 hq=4 hk=2 nq=130 nk=261 causal=1",
+    "f16-d256-causal-ring": "sm90=1 dtype=f16 d=256 hq=2 hk=1 nq=70 nk=150 causal=1",
+    "bf16-d256-b2-ragged": "sm90=1 dtype=bf16 d=256 b=2 hq=2 hk=2 nq=33 nk=100",
+    "f16-d64-causal-nq-gt-nk-empty-rows": "sm90=1 dtype=f16 d=64 hq=2 hk=1 nq=200 nk=45 causal=1",
+    "f16-d128-one-row-one-key": "sm90=1 dtype=f16 d=128 hq=2 hk=1 nq=1 nk=1",
+    "bf16-d64-varlen-causal-empty-sides": "sm90=1 dtype=bf16 d=64 hq=4 hk=2 lens_q=5,77,0,130,9 lens_k=200,3,9,140,0 causal=1",
+    "f16-d128-varlen-too-long-nan-fill": "sm90=1 dtype=f16 d=128 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 max_k=200",
+}
+
+
+@pytest.mark.parametrize("case", SM90_CASES)
+def test_attention_forward_sm90_emulated(attention_emulator, case):
+    run_clean(attention_emulator, SM90_CASES[case])
+
+
+@pytest.mark.parametrize("args", ["sm90=1 d=96", "sm90=1 d=64 bias=1", "sm90=1 d=64 dropout=0.1 philox=1"])
+def test_attention_forward_sm90_refuses_what_its_dispatcher_does_not_give_it(attention_emulator, args):
+    assert run(attention_emulator, args).returncode == 2
+
+
+SM90_RING = "sm90=1 dtype=f16 d=64 hq=2 hk=1 nq=70 nk=300"  # 3 key blocks: the ring is refilled
+SM90_D128 = "sm90=1 dtype=f16 d=128 hq=2 hk=1 nq=70 nk=300"
+SM90_REORDERED = ("    wgmma::wait_group<0>();  // P(block) V(block) done: acc_o and p_frag are ours again\n"
+                  "    wgmma::fence_registers(acc_o);\n    wgmma::fence_registers(p_frag);\n    rescale_o();\n"
+                  "    scores_to_p();\n\n"
+                  "    __syncthreads();  // both warpgroups are done with V(block) before its tile is refilled\n"
+                  "    if (block + Config::kStages < key_blocks) load_values(block + Config::kStages, stage);\n")
+SM90_MUTANTS = {
+    # S(block + 1) not waited for (wait_group<2> with two groups pending): the softmax rewrites the
+    # accumulators of an in-flight wgmma
+    "scores-not-waited": ("attention_fwd_sm90_kernel.cuh", "    wgmma::wait_group<1>();  // S(block + 1) done",
+                          "    wgmma::wait_group<2>();  // S(block + 1) done",
+                          [(SM90_RING, r"wgmma-register: \d+"), (SM90_RING, WRONG)]),
+    # the V refill moved before the wait for P(block) V(block): a wgmma operand overwritten before its wait
+    "v-refill-before-pv-wait": ("attention_fwd_sm90_kernel.cuh", SM90_REORDERED,
+                                SM90_REORDERED.split("\n\n")[1] + "\n" + SM90_REORDERED.split("\n\n")[0] + "\n",
+                                [(SM90_RING, r"wgmma-operand: \d+")]),
+    # P(block) V(block) not waited for at all: O rescaled and P rewritten under the running wgmma
+    "pv-not-waited": ("attention_fwd_sm90_kernel.cuh",
+                      "    wgmma::wait_group<0>();  // P(block) V(block) done: acc_o and p_frag are ours again\n", "",
+                      [(SM90_RING, r"first wrong: [\s\S]*wgmma-register: \d+")]),
+    # the barrier before V's tile is refilled deleted: the other warpgroup may still be reading it
+    "v-refill-barrier": ("attention_fwd_sm90_kernel.cuh",
+                         "    __syncthreads();  // both warpgroups are done with V(block) before its tile is refilled\n",
+                         "", [(SM90_RING, r"wgmma-operand: \d+")]),
+    # the generic -> async proxy fence deleted: correct numbers on the emulator, only the detector sees it
+    "no-proxy-fence": ("attention_fwd_sm90_kernel.cuh", "    wgmma::fence_shared_for_async_proxy();\n    __syncthreads();",
+                       "    __syncthreads();", [(SM90_RING, r" 0 of \d+ outputs wrong[\s\S]*proxy: \d+")]),
+    # the main loop's cp.async wait one group too shallow: K(block + 1) read before it landed
+    "cp-async-wait-depth": ("attention_fwd_sm90_kernel.cuh", "    cp_async_wait<Config::kStages - 1>();  // K(block + 1)",
+                            "    cp_async_wait<Config::kStages>();  // K(block + 1)", [(SM90_RING, r"pending-read: \d+")]),
+    # V's leading byte offset (the next 64 head-dim columns) halved: wrong at head dim 128, unused at 64
+    "v-descriptor-lbo": ("attention_fwd_sm90_kernel.cuh", "uint32_t(Config::kBlockN) * wgmma::kSwizzleBytes, kSwizzleAtom);",
+                         "uint32_t(Config::kBlockN / 2) * wgmma::kSwizzleBytes, kSwizzleAtom);",
+                         [(SM90_D128, WRONG), (SM90_RING, None)]),
+    # the S accumulators -> P A-fragment map takes the halves of the k16 step in the wrong order
+    "p-fragment-map": ("attention_fwd_sm90_kernel.cuh", "  return 8 * step + 4 * (reg / 2) + 2 * (reg % 2) + half;",
+                       "  return 8 * step + 4 * (reg % 2) + 2 * (reg / 2) + half;", [(SM90_RING, WRONG)]),
+    # the NaN fill of a sequence longer than the stated max_seqlen removed (as the kernel had it)
+    "no-nan-fill": ("attention_fwd_sm90_kernel.cuh", "  if (attention_sequence_too_long(p, seq)) {",
+                    "  if (false) {", [(SM90_CASES["f16-d128-varlen-too-long-nan-fill"], r"first wrong: too-long sequence")]),
+    # the emulator's own wgmma accumulator layout (row g + 8 ((i / 2) % 2)) planted wrong: the
+    # kernel's results pin it
+    "emulator-accumulator-layout": ("wgmma_emu.h", "lane / 4 + 8 * ((i / 2) % 2), col = 8 * (i / 4)",
+                                    "lane / 4 + 8 * (i % 2), col = 8 * (i / 4)", [(SM90_RING, WRONG)]),
+}
+
+
+@pytest.fixture(scope="module")
+def sm90_mutants(tmp_path_factory) -> dict[str, pathlib.Path]:
+    return build_mutants(tmp_path_factory.mktemp("sm90_mutants"), "attention_fwd_emulate.cpp", ATTENTION_KERNELS,
+                         SM90_MUTANTS)
+
+
+@pytest.mark.parametrize("name", SM90_MUTANTS)
+def test_attention_forward_sm90_planted_fault(sm90_mutants, name):
+    check_planted_fault(sm90_mutants[name], name, SM90_MUTANTS[name][3])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,6 +169,10 @@ __global__ void __launch_bounds__(Sm90ForwardConfig<kHeadDim>::kThreads, 1)
   const int b = int(blockIdx.z) + args.batch_offset, h = blockIdx.y;
   const int row_begin = int(blockIdx.x) * kBlockM;
   const AttentionSequence seq = attention_sequence(p, b);
+  if (attention_sequence_too_long(p, seq)) {  // a caller's error: NaN, not stale memory (as the mma.sync kernel)
+    if (blockIdx.x == 0) fill_forward_with_nan<T>(p, seq, b, h);
+    return;
+  }
   if (row_begin >= seq.len_q) return;  // varlen: this sequence is shorter than max_seqlen_q
   const int h_kv = h / args.group_size;
   const int valid_rows = seq.len_q - row_begin;

@@ -370,7 +370,8 @@ int main(int argc, char** argv) {
   };
   if (!dlk_emu::parse_attention_case(argc, argv, cs) || cs.b <= 0 || cs.hq <= 0 || cs.hk <= 0 || cs.hq % cs.hk != 0 || cs.nq < 0 ||
       cs.nk < 0 || !(cs.dropout >= 0 && cs.dropout < 1) || cs.lens_q.size() != cs.lens_k.size() ||
-      negative(cs.lens_q) || negative(cs.lens_k) || (cs.bias && !cs.lens_q.empty())) {
+      negative(cs.lens_q) || negative(cs.lens_k) || (cs.bias && !cs.lens_q.empty()) ||
+      cs.max_q != 0 || cs.max_k != 0) {  // the NaN fill of too-long sequences: not checked here
     std::fprintf(stderr, "bad case\n");
     return 2;
   }

@@ -2,8 +2,9 @@
 // from `key=value` arguments: dtype f16|bf16, d 32|64|96|128|256, b, hq, hk, nq, nk, causal
 // (bottom-right), seed (of the inputs), dropout (p), philox (the dropout seed, which the kernels read
 // through AttentionParams::seed), bias (an additive bias broadcast over the batch, dense only),
-// lens_q / lens_k (varlen: packed sequences of these lengths) and detect. Each program checks what
-// it can run.
+// lens_q / lens_k (varlen: packed sequences of these lengths), max_q / max_k (varlen: a stated
+// max_seqlen below the longest), detect, sm90 (the forward's Hopper kernel) and aligned (the
+// forward's unaligned path when 0). Each program checks what it can run.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +20,16 @@ struct AttentionCase {
   std::string dtype = "f16";
   int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
   bool causal = false, detect = true;
+  bool sm90 = false;    // the forward program: the Hopper (wgmma) kernel
+  bool aligned = true;  // the forward program: false takes the unaligned (element-copy) path
   uint32_t seed = 1;
   double dropout = 0.0;
   int64_t philox = 0;
   bool bias = false;
   std::vector<int> lens_q, lens_k;  // varlen: each sequence's length (b, nq, nk then follow from them)
+  // varlen: max_seqlen_q / _k as the caller states them, when below the longest sequence (a caller's
+  // error the op cannot check under capture: the kernels must fill that sequence with NaN); 0: the longest.
+  int max_q = 0, max_k = 0;
 };
 
 inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
@@ -38,12 +44,16 @@ inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
     else if (key == "nk") c.nk = x;
     else if (key == "causal") c.causal = x != 0;
     else if (key == "detect") c.detect = x != 0;
+    else if (key == "sm90") c.sm90 = x != 0;
+    else if (key == "aligned") c.aligned = x != 0;
     else if (key == "seed") c.seed = uint32_t(x);
     else if (key == "dropout") c.dropout = std::atof(v.c_str());
     else if (key == "philox") c.philox = std::strtoll(v.c_str(), nullptr, 0);
     else if (key == "bias") c.bias = x != 0;
     else if (key == "lens_q") return to_int_list(v, c.lens_q);
     else if (key == "lens_k") return to_int_list(v, c.lens_k);
+    else if (key == "max_q") c.max_q = x;
+    else if (key == "max_k") c.max_k = x;
     else return false;
     return true;
   });

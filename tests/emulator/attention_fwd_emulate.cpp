@@ -1,22 +1,30 @@
-// The fp16 / bf16 flash-attention forward kernel (csrc/cuda/attention_fwd_kernel.cuh:
-// attention_forward_kernel<T, D>) run block by block on the CPU by the warp emulator (warp_emu.h,
-// tensor_core_emu.h), compared with a plain-loop double-precision attention (out and lse), with the
-// shared-memory race and cp.async pipeline detector on. The kernel source is compiled unchanged, as
-// in conv2d_emulate.cpp.
+// The flash-attention forward kernels run block by block on the CPU by the warp emulator (warp_emu.h,
+// tensor_core_emu.h, wgmma_emu.h), compared with a plain-loop double-precision attention (out and
+// lse), with the shared-memory race and cp.async pipeline detector on. The kernel is the one its
+// launcher picks: for fp16 / bf16 the mma.sync kernel (csrc/cuda/attention_fwd_kernel.cuh:
+// attention_forward_kernel<T, D>) or, with sm90=1, the Hopper wgmma kernel
+// (attention_fwd_sm90_kernel.cuh: attention_forward_sm90_kernel<T, D>; head dims 64, 128, 256, no bias,
+// no dropout, aligned rows: what its dispatcher gives it); for fp32 the exact SIMT kernel
+// (attention_forward_float_kernel<D>: plain shared loads, which the detector does not see). The kernel
+// source is compiled unchanged, as in conv2d_emulate.cpp.
 //
-// One case per run, from `key=value` arguments (see Case): dtype f16|bf16, d 32|64|96|128|256, b, hq,
-// hk, nq, nk, causal, seed (of the inputs), dropout (p) and philox (the dropout seed, which the kernel
-// reads through AttentionParams::seed as it reads the op's device tensor), bias (an additive bias
-// broadcast over the batch, dense only) and lens_q / lens_k (varlen: packed sequences of these
-// lengths, with cu_seqlens). Prints one summary line and the detector's findings; exit status as
-// harness.h's verdict (2 on a bad case).
+// One case per run, from `key=value` arguments (attention_case.h): dtype f16|bf16|f32,
+// d 32|64|96|128|256, b, hq, hk, nq, nk, causal, seed (of the inputs), dropout (p) and philox (the
+// dropout seed, which the kernel reads through AttentionParams::seed as it reads the op's device
+// tensor), bias (an additive bias broadcast over the batch, dense only), lens_q / lens_k (varlen:
+// packed sequences of these lengths, with cu_seqlens), max_q / max_k (varlen: a stated max_seqlen
+// below the longest sequence, which must come out NaN), aligned=0 (the element-copy path) and sm90.
+// Prints one summary line and the detector's findings; exit status as harness.h's verdict (2 on a bad
+// case).
 #include "attention_case.h"
 #include "harness.h"
 #include "warp_emu.h"
 
 #define __CUDA_ARCH__ 800  // the kernels' device branches from here on
 #include "tensor_core_emu.h"
+#include "wgmma_emu.h"
 #include "attention_fwd_kernel.cuh"
+#include "attention_fwd_sm90_kernel.cuh"
 #undef __CUDA_ARCH__
 
 #include <algorithm>
@@ -24,8 +32,9 @@
 
 namespace dlk {
 namespace attn {
-// The kernel's `extern __shared__` buffer: one block runs at a time.
+// The kernels' `extern __shared__` buffers: one block runs at a time.
 alignas(128) char smem[dlk_emu::kMaxSharedBytes];
+alignas(1024) char smem_raw[dlk_emu::kMaxSharedBytes];  // the Hopper kernel's
 }  // namespace attn
 }  // namespace dlk
 
@@ -38,9 +47,37 @@ using Case = dlk_emu::AttentionCase;
 
 using dlk_emu::Buffer;
 
-template <typename T, int kHeadDim>
-int run(const Case& cs) {
+// The kernel a case runs, as its launcher picks it: the mma.sync kernel (fp16 / bf16), the exact
+// SIMT one (fp32), or the Hopper one (kSm90).
+template <typename T, int kHeadDim, bool kSm90>
+struct Kernel {
   using Config = ForwardConfig<kHeadDim>;
+  static constexpr const char* kName = "attention_forward_kernel";
+  static constexpr int kSmemBytes = Config::kSmemBytes;
+  static char* shared() { return smem; }
+  static void run(const ForwardArgs& a) { attention_forward_kernel<T, kHeadDim>(a); }
+};
+template <int kHeadDim>
+struct Kernel<float, kHeadDim, false> {
+  using Config = ForwardFloatConfig;
+  static constexpr const char* kName = "attention_forward_float_kernel";
+  static constexpr int kSmemBytes = Config::smem_bytes<kHeadDim>();
+  static char* shared() { return smem; }
+  static void run(const ForwardArgs& a) { attention_forward_float_kernel<kHeadDim>(a); }
+};
+template <typename T, int kHeadDim>
+struct Kernel<T, kHeadDim, true> {
+  using Config = Sm90ForwardConfig<kHeadDim>;
+  static constexpr const char* kName = "attention_forward_sm90_kernel";
+  static constexpr int kSmemBytes = Config::kSmemBytes;
+  static char* shared() { return smem_raw; }
+  static void run(const ForwardArgs& a) { attention_forward_sm90_kernel<T, kHeadDim>(a); }
+};
+
+template <typename T, int kHeadDim, bool kSm90>
+int run(const Case& cs) {
+  using K = Kernel<T, kHeadDim, kSm90>;
+  using Config = typename K::Config;
   const int D = kHeadDim;
   // Dense: (B, N, H, D) as torch's (batch, seq, heads, dim) view, rows strided by H * D. Varlen: packed
   // (total, H, D) with cu_seqlens; cs.nq / cs.nk are then the longest sequences (max_seqlen).
@@ -51,8 +88,8 @@ int run(const Case& cs) {
     cu_q.push_back(cu_q.back() + (varlen ? cs.lens_q[bb] : cs.nq));
     cu_k.push_back(cu_k.back() + (varlen ? cs.lens_k[bb] : cs.nk));
   }
-  const int nq = varlen ? *std::max_element(cs.lens_q.begin(), cs.lens_q.end()) : cs.nq;
-  const int nk = varlen ? *std::max_element(cs.lens_k.begin(), cs.lens_k.end()) : cs.nk;
+  const int nq = !varlen ? cs.nq : cs.max_q > 0 ? cs.max_q : *std::max_element(cs.lens_q.begin(), cs.lens_q.end());
+  const int nk = !varlen ? cs.nk : cs.max_k > 0 ? cs.max_k : *std::max_element(cs.lens_k.begin(), cs.lens_k.end());
   const int64_t total_q = cu_q.back(), total_k = cu_k.back();
   const size_t q_elems = size_t(total_q) * cs.hq * D, k_elems = size_t(total_k) * cs.hk * D;
   std::mt19937 rng(cs.seed);
@@ -129,18 +166,22 @@ int run(const Case& cs) {
   a.dropout_threshold = dropout_threshold(cs.dropout);
   a.dropout_scale = a.dropout ? float(1.0 / (1.0 - cs.dropout)) : 1.0f;
   a.scale_log2 = p.scale * kLog2e;
-  a.aligned = true;
+  a.aligned = cs.aligned;  // 0: the element-copy loads and stores of unaligned tensors (the buffers are aligned anyway)
   a.group_size = cs.hq / cs.hk;
 
   dlk_emu::Findings findings;
   dlk_emu::Options options;
   options.detect = cs.detect;
   const dim3 grid(unsigned((nq + Config::kBlockM - 1) / Config::kBlockM), unsigned(cs.hq), unsigned(batch));
-  const std::function<void()> body = [&] { attention_forward_kernel<T, kHeadDim>(a); };
-  const bool ran = dlk_emu::launch(grid, dim3(Config::kThreads), smem,
-                                   Config::kSmemBytes, body, options, findings);
+  if (kSm90 && !attention_forward_sm90_supported(a)) {
+    std::fprintf(stderr, "bad case: the Hopper kernel does not take it\n");
+    return 2;
+  }
+  const std::function<void()> body = [&] { K::run(a); };
+  const bool ran = dlk_emu::launch(grid, dim3(Config::kThreads), K::shared(), K::kSmemBytes, body, options, findings);
 
-  const double tol_out = (std::is_same_v<T, __half> ? 4e-3 : 2e-2) / (1.0 - cs.dropout);  // relative to max |v|
+  // Relative to max |v|: fp32 is exact FMA math, fp16 / bf16 round P and the inputs.
+  const double tol_out = (std::is_same_v<T, float> ? 2e-5 : std::is_same_v<T, __half> ? 4e-3 : 2e-2) / (1.0 - cs.dropout);
   const uint32_t threshold = dropout_threshold(cs.dropout);
   const auto keep_factor = [&](int h, int64_t q_token, int j) {
     if (cs.dropout <= 0) return 1.0;
@@ -152,7 +193,20 @@ int run(const Case& cs) {
     for (int h = 0; h < cs.hq; ++h) {
       const int hk = h / (cs.hq / cs.hk);
       const int len_q = cu_q[bb + 1] - cu_q[bb], len_k = cu_k[bb + 1] - cu_k[bb];
-      for (int i = 0; i < len_q; ++i) {
+      // A sequence longer than the stated max_seqlen (varlen): every out and lse element NaN.
+      const bool too_long = varlen && (len_q > nq || len_k > nk);
+      for (int i = 0; too_long && i < len_q; ++i) {
+        const int64_t q_token = cu_q[bb] + i;
+        const float got_lse = lse[size_t(h) * total_q + q_token];
+        for (int e = -1; e < D; ++e) {  // -1: lse
+          const double got = e < 0 ? got_lse : to_accumulate(out[(size_t(q_token) * cs.hq + h) * D + e]);
+          tally.check(got != got, 0.0, [&] {
+            return "too-long sequence b=" + std::to_string(bb) + " h=" + std::to_string(h) + " i=" + std::to_string(i) +
+                   (e < 0 ? " lse: " : " e=" + std::to_string(e) + ": ") + std::to_string(got) + ", expected NaN";
+          });
+        }
+      }
+      for (int i = 0; !too_long && i < len_q; ++i) {
         const int64_t q_token = cu_q[bb] + i;  // packed row; dense: b * Nq + i, the same number
         const auto q_at = [&](int e) { return qr[(size_t(q_token) * cs.hq + h) * D + e]; };
         const auto kv_index = [&](int j, int e) { return (size_t(cu_k[bb] + j) * cs.hk + hk) * D + e; };
@@ -170,7 +224,8 @@ int run(const Case& cs) {
         const bool sees_keys = l > 0;
         const double ref_lse = sees_keys ? m + std::log(l) : -INFINITY;
         const float got_lse = lse[varlen ? size_t(h) * total_q + q_token : (size_t(bb) * cs.hq + h) * nq + i];
-        const bool lse_ok = sees_keys ? std::fabs(got_lse - ref_lse) <= 2e-3 * (1 + std::fabs(ref_lse))
+        const double tol_lse = std::is_same_v<T, float> ? 2e-5 : 2e-3;
+        const bool lse_ok = sees_keys ? std::fabs(got_lse - ref_lse) <= tol_lse * (1 + std::fabs(ref_lse))
                                       : got_lse == -INFINITY;
         tally.check(lse_ok, 0.0, [&] {
           return "lse b=" + std::to_string(bb) + " h=" + std::to_string(h) + " i=" + std::to_string(i) + ": " +
@@ -189,9 +244,9 @@ int run(const Case& cs) {
         }
       }
     }
-  std::printf("attention_forward_kernel<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d dropout=%g bias=%d varlen=%d: "
+  std::printf("%s<%s, %d> b=%d hq=%d hk=%d nq=%d nk=%d causal=%d dropout=%g bias=%d varlen=%d: "
               "%zu of %zu outputs wrong (max |err| %.3g), %d blocks, %d findings\n",
-              cs.dtype.c_str(), D, batch, cs.hq, cs.hk, nq, nk, int(cs.causal), cs.dropout, int(cs.bias), int(varlen),
+              K::kName, cs.dtype.c_str(), D, batch, cs.hq, cs.hk, nq, nk, int(cs.causal), cs.dropout, int(cs.bias), int(varlen),
               tally.wrong,
               tally.checked, tally.worst, int(grid.x * grid.y * grid.z), findings.total());
   return dlk_emu::verdict(tally, findings, ran);
@@ -199,12 +254,22 @@ int run(const Case& cs) {
 
 template <typename T>
 int run_dim(const Case& cs) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (cs.sm90) return 2;  // the Hopper kernel is fp16 / bf16 only
+  } else if (cs.sm90) {
+    switch (cs.d) {
+      case 64: return run<T, 64, true>(cs);    // kBlockN 128
+      case 128: return run<T, 128, true>(cs);  // kBlockN 128, two 64-column blocks per tile row
+      case 256: return run<T, 256, true>(cs);  // kBlockN 64, m64n256 P V
+      default: return 2;
+    }
+  }
   switch (cs.d) {
-    case 32: return run<T, 32>(cs);
-    case 64: return run<T, 64>(cs);
-    case 96: return run<T, 96>(cs);    // Q fragments held, kBlockN 64
-    case 128: return run<T, 128>(cs);  // Q re-read from shared memory per k-step
-    case 256: return run<T, 256>(cs);  // 8 warps, kBlockN 32
+    case 32: return run<T, 32, false>(cs);
+    case 64: return run<T, 64, false>(cs);
+    case 96: return run<T, 96, false>(cs);    // Q fragments held, kBlockN 64
+    case 128: return run<T, 128, false>(cs);  // Q re-read from shared memory per k-step
+    case 256: return run<T, 256, false>(cs);  // 8 warps, kBlockN 32
     default: return 2;
   }
 }
@@ -219,6 +284,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cs.dtype == "f16") return run_dim<__half>(cs);
+  // fp32 stays in the fp16-only (mutant) builds: its SIMT kernels are cheap to compile.
+  if (cs.dtype == "f32") return run_dim<float>(cs);
 #ifndef DLK_EMULATE_F16_ONLY
   if (cs.dtype == "bf16") return run_dim<__nv_bfloat16>(cs);
 #endif

@@ -126,6 +126,8 @@ class Detector {
   void reset(size_t bytes) {
     shadow_.assign(bytes, Shadow{});
     epoch_ = 1;
+    stamp_ = 0;
+    proxy_fence_stamp_.clear();
   }
   void barrier() { ++epoch_; }
   uint32_t epoch() const { return epoch_; }
@@ -150,11 +152,13 @@ class Detector {
   }
 
   void write(int thread, uint32_t addr, uint32_t n, Findings& f) {
+    ++stamp_;
     for (uint32_t i = addr; i < addr + n; ++i) {
       Shadow& s = shadow_[i];
       check_write(thread, i, s, f);
       s.write_thread = thread;
       s.write_epoch = epoch_;
+      s.write_stamp = stamp_;
     }
   }
 
@@ -169,11 +173,50 @@ class Detector {
 
   // cp.async retired by its issuer's wait_group: written by it now.
   void async_land(int thread, uint32_t addr, uint32_t n) {
+    ++stamp_;
     for (uint32_t i = addr; i < addr + n; ++i) {
       Shadow& s = shadow_[i];
       s.pending_thread = -1;
       s.write_thread = thread;
       s.write_epoch = epoch_;
+      s.write_stamp = stamp_;
+    }
+  }
+
+  // The async proxy (wgmma's shared-memory operands; wgmma_emu.h). fence.proxy.async by `thread`:
+  // its generic-proxy writes so far (plain stores, landed cp.async copies) become visible to the
+  // async proxy (a barrier then extends that to other threads' async operations).
+  void proxy_fence(int thread) {
+    if (size_t(thread) >= proxy_fence_stamp_.size()) proxy_fence_stamp_.resize(size_t(thread) + 1, 0);
+    proxy_fence_stamp_[size_t(thread)] = ++stamp_;
+  }
+  // An async-proxy read of [addr, addr + n) issued by the threads of `group` (a warpgroup): flags bytes
+  // with a cp.async in flight ("pending-read"), written in this barrier interval by any thread
+  // ("raw": the issuing threads are many), or written through the generic proxy after their writer's
+  // last fence.proxy.async ("proxy"). The bytes stay marked in flight until async_read_retire: a write
+  // or cp.async to them meanwhile is a "wgmma-operand" finding.
+  void async_read_issue(int group, uint32_t addr, uint32_t n, Findings& f) {
+    for (uint32_t i = addr; i < addr + n; ++i) {
+      Shadow& s = shadow_[i];
+      if (s.pending_thread >= 0) {
+        report(f, "pending-read", -1 - group, i, "reads a byte whose cp.async (thread %d) has not been waited for",
+               s.pending_thread);
+      } else if (s.write_epoch == epoch_ && s.write_thread >= 0) {
+        report(f, "raw", -1 - group, i, "reads a byte thread %d wrote in the same barrier interval", s.write_thread);
+      } else if (s.write_thread >= 0 && s.write_stamp > proxy_stamp_of(s.write_thread)) {
+        report(f, "proxy", -1 - group, i, "reads a byte thread %d wrote without a fence.proxy.async after it",
+               s.write_thread);
+      }
+      ++s.async_readers;
+    }
+  }
+  // The read retired (every issuing thread waited for it): a read by many threads in this interval.
+  void async_read_retire(uint32_t addr, uint32_t n) {
+    for (uint32_t i = addr; i < addr + n; ++i) {
+      Shadow& s = shadow_[i];
+      --s.async_readers;
+      s.read_epoch = epoch_;
+      s.reader = kManyReaders;
     }
   }
 
@@ -185,10 +228,18 @@ class Detector {
     int32_t reader = -1;
     uint32_t read_epoch = 0;
     int32_t pending_thread = -1;
+    uint32_t write_stamp = 0;    // when it was written (stamp_), for the proxy-fence check
+    int32_t async_readers = 0;   // async-proxy reads in flight (issued, not yet retired)
   };
 
+  uint32_t proxy_stamp_of(int thread) const {
+    return size_t(thread) < proxy_fence_stamp_.size() ? proxy_fence_stamp_[size_t(thread)] : 0;
+  }
+
   void check_write(int thread, uint32_t i, const Shadow& s, Findings& f) {
-    if (s.pending_thread >= 0) {
+    if (s.async_readers > 0) {
+      report(f, "wgmma-operand", thread, i, "writes a byte an in-flight wgmma reads (before its wait_group)", 0);
+    } else if (s.pending_thread >= 0) {
       report(f, "waw", thread, i, "writes a byte with a cp.async (thread %d) in flight", s.pending_thread);
     } else if (s.read_epoch == epoch_ && s.reader != thread && s.reader != -1) {
       report(f, "war", thread, i, "writes a byte thread %d read in the same barrier interval", s.reader);
@@ -203,13 +254,16 @@ class Detector {
     if (other == kManyReaders) {
       std::snprintf(detail, sizeof(detail), "writes a byte several threads read in the same barrier interval");
     }
-    std::snprintf(text, sizeof(text), "%s: thread %d, shared byte %u, epoch %u: %s", where, thread, byte, epoch_,
-                  detail);
+    char who[32];  // a thread, or (negative: -1 - g) the warpgroup g of an async-proxy read
+    std::snprintf(who, sizeof(who), thread >= 0 ? "thread %d" : "warpgroup %d", thread >= 0 ? thread : -1 - thread);
+    std::snprintf(text, sizeof(text), "%s: %s, shared byte %u, epoch %u: %s", where, who, byte, epoch_, detail);
     f.add(kind, text);
   }
 
   std::vector<Shadow> shadow_;
   uint32_t epoch_ = 1;
+  uint32_t stamp_ = 0;                        // counts writes and proxy fences
+  std::vector<uint32_t> proxy_fence_stamp_;  // per thread: stamp_ at its latest fence.proxy.async
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -261,9 +315,11 @@ class Block;
 inline Block* g_block = nullptr;
 
 // What ran, over the whole process: collectives by WarpOp, cp.async copies, barriers, blocks, spin
-// yields (__nanosleep, acquire loads), co-resident launches.
+// yields (__nanosleep, acquire loads, a wgmma wait for the rest of its warpgroup), co-resident
+// launches, warpgroup MMAs (wgmma_emu.h).
 struct Counters {
-  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0, spins = 0, cooperative_launches = 0;
+  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0, spins = 0, cooperative_launches = 0,
+           wgmma_ops = 0;
 };
 inline Counters g_counters;
 
@@ -347,10 +403,12 @@ class Block {
 
   // --- called from the fibers.
   int current() const { return current_; }
+  int thread_count() const { return int(threads_.size()); }
   Thread& self() { return threads_[current_]; }
   char* smem() { return smem_; }
   size_t smem_bytes() const { return bytes_; }
   Findings& findings() { return findings_; }
+  bool detecting() const { return options_.detect; }
 
   void block_at(State s) {
     self().state = s;
@@ -412,10 +470,19 @@ class Block {
 
   Detector detector;
 
+  // Per-block state of an instruction family emulated outside this file (wgmma_emu.h), made on its
+  // first use in the block; told when each thread exits, to report work the thread left in flight.
+  struct Extension {
+    virtual ~Extension() = default;
+    virtual void thread_exit(Block& b, int thread) = 0;
+  };
+  std::unique_ptr<Extension> extension;
+
  private:
   static void fiber_main() {
     Block& b = *g_block;
     (*b.body_)();
+    if (b.extension) b.extension->thread_exit(b, b.current_);
     Thread& th = b.self();
     bool in_flight = !th.open_group.empty();
     for (const auto& group : th.committed) in_flight = in_flight || !group.empty();
