@@ -33,17 +33,18 @@ and over-waiting (cp_async_wait<kStages - 3>: slower, not wrong) passes.
 test_warp_primitives checks ldmatrix.trans (which the conv kernel does not use) and the shuffles
 against plain products, the same way.
 
-The attention forward (attention_forward_kernel, tests/emulator/attention_fwd_emulate.cpp) and the
-tensor-core attention backward (row_terms_kernel, dkdv_tc_kernel, dq_tc_kernel in the launcher's order,
-tests/emulator/attention_bwd_emulate.cpp) are covered at the end of this file, every head dim,
-dropout, bias and varlen included, each with its own planted faults; so is the Hopper attention forward
-(attention_forward_sm90_kernel, the same forward program with sm90=1), its wgmma.mma_async emulated by
-tests/emulator/wgmma_emu.h, with planted faults for each of the detector's wgmma findings. The programs share
-tests/emulator/harness.h (arguments, buffers, the verdict) and the mutant builder below.
+The attention forward (attention_forward_kernel and the fp32 attention_forward_float_kernel,
+tests/emulator/attention_fwd_emulate.cpp) and the attention backward (row_terms_kernel, then the
+tensor-core or the SIMT dK/dV and dQ kernels in the launcher's order, tests/emulator/attention_bwd_emulate.cpp)
+are covered at the end of this file, every head dim, dropout, bias and varlen included, each with its
+own planted faults; so is the Hopper attention forward (attention_forward_sm90_kernel, the same forward
+program with sm90=1), its wgmma.mma_async emulated by tests/emulator/wgmma_emu.h, with planted faults
+for each of the detector's wgmma findings. The programs share tests/emulator/harness.h (arguments,
+buffers, the verdict) and the mutant builder below.
 
-Cost: three harness builds (about 8-10 s each on 2 cores), about 0.1-4 s per case, 22 mutant builds
-of the fp16-only harnesses (about 3-5 s each) and 2 small builds for the primitives; the backward's
-section takes about 70 s.
+Cost: about 7 min on 2 cores: three harness builds (about 8-12 s each), about 0.1-6 s per case,
+40 mutant builds of the fp16-only harnesses (about 5-8 s each, two at a time) and 2 small builds for
+the primitives.
 """
 from __future__ import annotations
 
@@ -244,8 +245,8 @@ def test_planted_fault(mutants, name):
 # The exact fp32 SIMT kernel (attention_forward_float_kernel: plain shared loads, unseen by the
 # detector, so its results carry the check, to 2e-5) at every head dim with the same features, and the
 # fp16 / bf16 kernel's element-copy path for unaligned tensors (aligned=0).
-# Not covered: causal top-left (the op passes only bottom-right to the kernels). (The Hopper forward
-# and the backward: the next sections.)
+# Causal from the top-left corner (SDPA's is_causal; top_left=1) as well as bottom-right. (The Hopper
+# forward and the backward: the next sections.)
 
 ATTENTION_KERNELS = [ROOT / "csrc" / "cuda" / "attention_fwd_kernel.cuh", ROOT / "csrc" / "cuda" / "attention_common.cuh",
                      ROOT / "csrc" / "cuda" / "attention_fwd_sm90_kernel.cuh", ROOT / "csrc" / "cuda" / "wgmma.cuh"]
@@ -281,6 +282,8 @@ ATTENTION_CASES = {
     "f32-d128-causal-nq-gt-nk": "dtype=f32 d=128 hq=2 hk=1 nq=40 nk=20 causal=1",
     "f32-d256-varlen-causal-empty": "dtype=f32 d=256 hq=2 hk=1 lens_q=5,33,0 lens_k=20,3,9 causal=1",
     "f32-d64-varlen-too-long-nan-fill": "dtype=f32 d=64 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 max_k=200",
+    "f16-d64-causal-top-left-nq-lt-nk": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=200 causal=1 top_left=1",
+    "f32-d32-varlen-causal-top-left": "dtype=f32 d=32 hq=2 hk=1 lens_q=40,90 lens_k=70,20 causal=1 top_left=1",
 }
 
 
@@ -374,6 +377,7 @@ SM90_CASES = {
     "f16-d128-one-row-one-key": "sm90=1 dtype=f16 d=128 hq=2 hk=1 nq=1 nk=1",
     "bf16-d64-varlen-causal-empty-sides": "sm90=1 dtype=bf16 d=64 hq=4 hk=2 lens_q=5,77,0,130,9 lens_k=200,3,9,140,0 causal=1",
     "f16-d128-varlen-too-long-nan-fill": "sm90=1 dtype=f16 d=128 hq=2 hk=1 lens_q=40,150,7 lens_k=90,20,300 max_q=100 max_k=200",
+    "bf16-d128-causal-top-left-nq-gt-nk": "sm90=1 dtype=bf16 d=128 hq=2 hk=1 nq=200 nk=150 causal=1 top_left=1",
 }
 
 
@@ -447,7 +451,7 @@ def test_attention_forward_sm90_planted_fault(sm90_mutants, name):
 
 
 # ---------------------------------------------------------------------------------------------
-# The fp16 / bf16 tensor-core flash-attention backward (csrc/cuda/attention_bwd_kernel.cuh:
+# The flash-attention backward, first its fp16 / bf16 tensor-core kernels (csrc/cuda/attention_bwd_kernel.cuh:
 # row_terms_kernel<T>, then dkdv_tc_kernel<T, D, kGradK, kGradV> (one pass, or two at head dim 256:
 # dV then dK), then dq_tc_kernel<T, D>, with run_tensor_core_kernels' grids) on the emulator against a
 # double-precision plain-loop backward: dQ, dK, dV (GQA: summed over the group), the row terms D_i,
@@ -458,9 +462,12 @@ def test_attention_forward_sm90_planted_fault(sm90_mutants, name):
 # Bias (broadcast over the batch, not differentiated; a row of -inf that sees no key contributes
 # nothing) and varlen (packed sequences with cu_seqlens, lse and row terms (Hq, total_q), empty
 # sequences on either side, dropout counted by packed query token and max_seqlen_k), as the forward's.
-# Not covered: the SIMT kernels (fp32, and the fp16 / bf16 fallback for unaligned tensors); the NaN fill
-# of sequences longer than max_seqlen; causal top-left; batches split over several launches (more than
-# 65,535 sequences).
+# The SIMT kernels (dkdv_simt_kernel, dq_simt_kernel: fp32, and the fp16 / bf16 fallback for unaligned
+# tensors, aligned=0) with the same features; fp32's tolerance adds the fp32 steps' own bound (see the
+# program). A stated max_seqlen below a packed sequence's length: that sequence's gradients NaN.
+# Causal top-left (top_left=1) as well as bottom-right.
+# Not covered: batches split over several launches (more than 65,535 sequences: the planner's split is
+# checked on the host, tests/test_launch_plans.py).
 
 ATTENTION_BWD_KERNELS = [ROOT / "csrc" / "cuda" / "attention_bwd_kernel.cuh",
                          ROOT / "csrc" / "cuda" / "attention_common.cuh"]
@@ -496,6 +503,19 @@ ATTENTION_BWD_CASES = {
     "f16-d64-varlen-causal-empty-gqa": "dtype=f16 d=64 hq=4 hk=2 lens_q=5,70,0,12 lens_k=100,3,9,0 causal=1",
     "bf16-d128-varlen-dropout": "dtype=bf16 d=128 hq=2 hk=1 lens_q=40,1,33 lens_k=20,70,33 dropout=0.2 philox=11",
     "f16-d256-varlen-two-pass": "dtype=f16 d=256 hq=1 hk=1 lens_q=40,9 lens_k=20,70",
+    "f16-d64-varlen-too-long-nan-fill": "dtype=f16 d=64 hq=2 hk=1 lens_q=40,70,7 lens_k=20,20,90 max_q=50 max_k=60",
+    # the SIMT kernels
+    "f32-d64-gqa-b2-ragged": "dtype=f32 d=64 b=2 hq=2 hk=1 nq=70 nk=75",
+    "f32-d32-causal-dropout-gqa": "dtype=f32 d=32 hq=4 hk=2 nq=50 nk=77 causal=1 dropout=0.2 philox=-7",
+    "f32-d96-causal-nq-gt-nk": "dtype=f32 d=96 hq=2 hk=1 nq=130 nk=45 causal=1",
+    "f32-d128-varlen-causal-empty": "dtype=f32 d=128 hq=4 hk=2 lens_q=5,70,0,12 lens_k=100,3,9,0 causal=1",
+    "f32-d256-bias": "dtype=f32 d=256 hq=1 hk=1 nq=33 nk=40 bias=1",
+    "f32-d64-varlen-too-long-nan-fill": "dtype=f32 d=64 hq=2 hk=1 lens_q=40,70,7 lens_k=20,20,90 max_q=50 max_k=60",
+    "f16-d64-causal-top-left-nq-lt-nk": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=130 causal=1 top_left=1",
+    "bf16-d32-causal-top-left-nq-gt-nk": "dtype=bf16 d=32 hq=2 hk=1 nq=130 nk=45 causal=1 top_left=1",
+    "f32-d64-varlen-causal-top-left": "dtype=f32 d=64 hq=2 hk=1 lens_q=40,90 lens_k=70,20 causal=1 top_left=1",
+    "f16-d64-unaligned-dropout": "dtype=f16 d=64 hq=2 hk=1 nq=70 nk=100 aligned=0 dropout=0.3 philox=3",
+    "bf16-d96-unaligned-causal": "dtype=bf16 d=96 hq=2 hk=1 nq=45 nk=130 causal=1 aligned=0",
 }
 
 
@@ -551,6 +571,28 @@ ATTENTION_BWD_MUTANTS = {
                                "const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_q + i;",
                                "const int64_t at = b * p.lse_batch_stride + h * p.lse_head_stride + seq.start_k + i;",
                                [(BWD_VARLEN, r"first wrong: d[kv] "), (BWD_REFILL, None)]),
+    # the first query that sees a key computed bottom-right always: with Nq > Nk the SIMT dK/dV (16-row
+    # query blocks) skip rows under top-left (the tensor-core kernel's 64-row blocks round it away)
+    "first-query-ignores-top-left": ("attention_common.cuh",
+                                     "  const int shift = p.causal_bottom_right ? len_k - len_q : 0;\n  const int first = j - shift;",
+                                     "  const int shift = len_k - len_q;\n  const int first = j - shift;",
+                                     [("dtype=f32 d=32 hq=2 hk=1 nq=70 nk=40 causal=1 top_left=1", r"first wrong: d[kv] "),
+                                      ("dtype=f32 d=32 hq=2 hk=1 nq=70 nk=40 causal=1", None)]),
+    # SIMT dK/dV: dS takes the row term of the neighbouring query row (il ^ 1)
+    "simt-dkdv-row-term": ("attention_bwd_kernel.cuh", "        ds_tile[idx] = prob * (dp * factor - dsum_tile[il]);",
+                           "        ds_tile[idx] = prob * (dp * factor - dsum_tile[il ^ 1]);",
+                           [("dtype=f32 d=32 hq=2 hk=1 nq=40 nk=70", r"first wrong: dk ")]),
+    # SIMT dQ: each element takes the keep decision of its neighbouring key (j ^ 1)
+    "simt-dq-dropout-key": ("attention_bwd_kernel.cuh", "dropout.sequence_token(b, seq.start_q + i), j) - dsum_tile[il]);",
+                            "dropout.sequence_token(b, seq.start_q + i), j ^ 1) - dsum_tile[il]);",
+                            [("dtype=f32 d=32 b=2 hq=2 hk=1 nq=40 nk=70 dropout=0.25 philox=99", r"first wrong: dq "),
+                             ("dtype=f32 d=32 hq=2 hk=1 nq=40 nk=70", None)]),
+    # SIMT dK/dV: the barrier before the next query block's tiles are loaded deleted (plain loads: the
+    # results see it), in fp32 and in the fp16 fallback
+    "simt-dkdv-refill-barrier": ("attention_bwd_kernel.cuh",
+                                 "      __syncthreads();  // the previous block's tiles are no longer read\n", "",
+                                 [("dtype=f32 d=32 hq=2 hk=1 nq=40 nk=70", WRONG),
+                                  ("dtype=f16 d=64 hq=2 hk=1 nq=70 nk=100 aligned=0", WRONG)]),
 }
 
 

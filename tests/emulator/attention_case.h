@@ -1,12 +1,13 @@
 // One attention case of the emulator programs (attention_fwd_emulate.cpp, attention_bwd_emulate.cpp),
-// from `key=value` arguments: dtype f16|bf16, d 32|64|96|128|256, b, hq, hk, nq, nk, causal
-// (bottom-right), seed (of the inputs), dropout (p), philox (the dropout seed, which the kernels read
-// through AttentionParams::seed), bias (an additive bias broadcast over the batch, dense only),
-// lens_q / lens_k (varlen: packed sequences of these lengths), max_q / max_k (varlen: a stated
-// max_seqlen below the longest), detect, sm90 (the forward's Hopper kernel) and aligned (the
-// forward's unaligned path when 0). Each program checks what it can run.
+// from `key=value` arguments: dtype f16|bf16|f32, d 32|64|96|128|256, b, hq, hk, nq, nk, causal
+// (bottom-right; with top_left=1 from the top-left corner), seed (of the inputs), dropout (p), philox
+// (the dropout seed, which the kernels read through AttentionParams::seed), bias (an additive bias
+// broadcast over the batch, dense only), lens_q / lens_k (varlen: packed sequences of these lengths),
+// max_q / max_k (varlen: a stated max_seqlen below the longest), detect, sm90 (the forward's Hopper
+// kernel) and aligned (0: the unaligned path). Each program checks what it can run.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -20,6 +21,7 @@ struct AttentionCase {
   std::string dtype = "f16";
   int d = 64, b = 1, hq = 2, hk = 1, nq = 37, nk = 150;
   bool causal = false, detect = true;
+  bool top_left = false;  // causal from the top-left corner (SDPA's is_causal) instead of bottom-right
   bool sm90 = false;    // the forward program: the Hopper (wgmma) kernel
   bool aligned = true;  // the forward program: false takes the unaligned (element-copy) path
   uint32_t seed = 1;
@@ -32,6 +34,16 @@ struct AttentionCase {
   int max_q = 0, max_k = 0;
 };
 
+// The keys query row i of a (len_q, len_k) sequence sees, written out here rather than taken from the
+// kernels' own attention_key_end: all of them, or causal up to key i + shift, shift = len_k - len_q
+// (bottom-right, flash-attention's varlen convention) or 0 (top-left, SDPA's is_causal), clamped to
+// [0, len_k].
+inline int reference_key_end(const AttentionCase& c, int i, int len_q, int len_k) {
+  if (!c.causal) return len_k;
+  const int end = i + 1 + (c.top_left ? 0 : len_k - len_q);
+  return std::min(std::max(end, 0), len_k);
+}
+
 inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
   return parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
     const int x = to_int(v);
@@ -43,6 +55,7 @@ inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
     else if (key == "nq") c.nq = x;
     else if (key == "nk") c.nk = x;
     else if (key == "causal") c.causal = x != 0;
+    else if (key == "top_left") c.top_left = x != 0;
     else if (key == "detect") c.detect = x != 0;
     else if (key == "sm90") c.sm90 = x != 0;
     else if (key == "aligned") c.aligned = x != 0;

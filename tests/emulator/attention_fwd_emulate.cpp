@@ -158,7 +158,7 @@ int run(const Case& cs) {
   p.scale_f64 = 1.0 / std::sqrt(double(D));
   p.scale = float(p.scale_f64);
   p.causal = cs.causal;
-  p.causal_bottom_right = true;
+  p.causal_bottom_right = !cs.top_left;
   const int64_t philox_seed = cs.philox;  // in "device" memory: the kernel loads it
   p.dropout_p = cs.dropout;
   p.seed = cs.dropout > 0 ? &philox_seed : nullptr;
@@ -210,7 +210,7 @@ int run(const Case& cs) {
         const int64_t q_token = cu_q[bb] + i;  // packed row; dense: b * Nq + i, the same number
         const auto q_at = [&](int e) { return qr[(size_t(q_token) * cs.hq + h) * D + e]; };
         const auto kv_index = [&](int j, int e) { return (size_t(cu_k[bb] + j) * cs.hk + hk) * D + e; };
-        const int key_end = attention_key_end(p, i, len_q, len_k);
+        const int key_end = dlk_emu::reference_key_end(cs, i, len_q, len_k);
         std::vector<double> s(size_t(std::max(key_end, 0)));
         double m = -INFINITY;
         for (int j = 0; j < key_end; ++j) {
