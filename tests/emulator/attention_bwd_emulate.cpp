@@ -81,21 +81,13 @@ int run(const Case& cs) {
   // The launcher's choice (attention_bwd.cu): tensor cores for aligned fp16 / bf16, SIMT otherwise.
   const bool simt = std::is_same_v<T, float> || !cs.aligned;
   // Dense: (B, N, H, D) as torch's (batch, seq, heads, dim) view, rows strided by H * D. Varlen: packed
-  // (total, H, D) with cu_seqlens; nq / nk are then the longest sequences (max_seqlen). Either way query
-  // (key) row i of sequence bb is token cu_q[bb] + i (cu_k[bb] + i) of a (tokens, H, D) array.
-  const bool varlen = !cs.lens_q.empty();
-  const int batch = varlen ? int(cs.lens_q.size()) : cs.b;
-  std::vector<int> cu_q{0}, cu_k{0};
-  for (int bb = 0; bb < batch; ++bb) {
-    cu_q.push_back(cu_q.back() + (varlen ? cs.lens_q[bb] : cs.nq));
-    cu_k.push_back(cu_k.back() + (varlen ? cs.lens_k[bb] : cs.nk));
-  }
-  const int nq = !varlen ? cs.nq : cs.max_q > 0 ? cs.max_q : *std::max_element(cs.lens_q.begin(), cs.lens_q.end());
-  const int nk = !varlen ? cs.nk : cs.max_k > 0 ? cs.max_k : *std::max_element(cs.lens_k.begin(), cs.lens_k.end());
-  // A packed sequence longer than the stated max_seqlen: its dQ, dK and dV rows must be NaN.
-  const auto too_long = [&](int bb) {
-    return varlen && (cu_q[bb + 1] - cu_q[bb] > nq || cu_k[bb + 1] - cu_k[bb] > nk);
-  };
+  // (total, H, D) with cu_seqlens (attention_sequences). Either way query (key) row i of sequence bb is
+  // token cu_q[bb] + i (cu_k[bb] + i) of a (tokens, H, D) array. A packed sequence longer than the stated
+  // max_seqlen (seqs.too_long): its dQ, dK and dV rows must be NaN.
+  const dlk_emu::AttentionSequences seqs = dlk_emu::attention_sequences(cs);
+  const bool varlen = seqs.varlen;
+  const int batch = seqs.batch, nq = seqs.nq, nk = seqs.nk;
+  const std::vector<int>&cu_q = seqs.cu_q, &cu_k = seqs.cu_k;
   const int64_t total_q = cu_q.back(), total_k = cu_k.back();
   const size_t q_elems = size_t(total_q) * cs.hq * D, k_elems = size_t(total_k) * cs.hk * D;
   const auto qi = [&](int bb, int i, int h, int e) { return ((size_t(cu_q[bb]) + i) * cs.hq + h) * D + e; };
@@ -315,7 +307,7 @@ int run(const Case& cs) {
       const int hk = h / group;
       const int len_q = cu_q[bb + 1] - cu_q[bb], len_k = cu_k[bb + 1] - cu_k[bb];
       // A too-long sequence: NaN gradients (checked below); its row terms are the kernels' scratch.
-      for (int i = 0; !too_long(bb) && i < len_q; ++i) {
+      for (int i = 0; !seqs.too_long(bb) && i < len_q; ++i) {
         const size_t stat = stat_index(bb, h, i);
         double dsum = 0, dsum_mag = 0;
         for (int e = 0; e < D; ++e) {
@@ -363,7 +355,7 @@ int run(const Case& cs) {
         for (int h = 0; h < heads; ++h)
           for (int e = 0; e < D; ++e) {
             const size_t at = ((size_t(cu[bb]) + r) * heads + h) * D + e;
-            if (too_long(bb)) {
+            if (seqs.too_long(bb)) {
               const double x = to_accumulate(got[at]);
               tally.check(x != x, 0.0, [&] {
                 return std::string(what) + " of a too-long sequence b=" + std::to_string(bb) + " row=" +

@@ -44,6 +44,33 @@ inline int reference_key_end(const AttentionCase& c, int i, int len_q, int len_k
   return std::min(std::max(end, 0), len_k);
 }
 
+// The case's sequences as the kernels are told them: dense (b sequences of nq queries and nk keys) or
+// varlen (packed, lens_q / lens_k), with cu_seqlens either way; nq / nk are max_seqlen as stated
+// (varlen: max_q / max_k when given, else the longest).
+struct AttentionSequences {
+  bool varlen = false;
+  int batch = 0, nq = 0, nk = 0;
+  std::vector<int> cu_q{0}, cu_k{0};
+  // A packed sequence longer than the stated max_seqlen: the kernels must fill its outputs with NaN.
+  bool too_long(int bb) const {
+    return varlen && (cu_q[bb + 1] - cu_q[bb] > nq || cu_k[bb + 1] - cu_k[bb] > nk);
+  }
+};
+
+inline AttentionSequences attention_sequences(const AttentionCase& c) {
+  AttentionSequences s;
+  s.varlen = !c.lens_q.empty();
+  s.batch = s.varlen ? int(c.lens_q.size()) : c.b;
+  for (int bb = 0; bb < s.batch; ++bb) {
+    s.cu_q.push_back(s.cu_q.back() + (s.varlen ? c.lens_q[bb] : c.nq));
+    s.cu_k.push_back(s.cu_k.back() + (s.varlen ? c.lens_k[bb] : c.nk));
+  }
+  const auto longest = [](const std::vector<int>& lens) { return *std::max_element(lens.begin(), lens.end()); };
+  s.nq = !s.varlen ? c.nq : c.max_q > 0 ? c.max_q : longest(c.lens_q);
+  s.nk = !s.varlen ? c.nk : c.max_k > 0 ? c.max_k : longest(c.lens_k);
+  return s;
+}
+
 inline bool parse_attention_case(int argc, char** argv, AttentionCase& c) {
   return parse_arguments(argc, argv, [&](const std::string& key, const std::string& v) {
     const int x = to_int(v);

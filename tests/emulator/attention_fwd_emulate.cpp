@@ -80,16 +80,11 @@ int run(const Case& cs) {
   using Config = typename K::Config;
   const int D = kHeadDim;
   // Dense: (B, N, H, D) as torch's (batch, seq, heads, dim) view, rows strided by H * D. Varlen: packed
-  // (total, H, D) with cu_seqlens; cs.nq / cs.nk are then the longest sequences (max_seqlen).
-  const bool varlen = !cs.lens_q.empty();
-  const int batch = varlen ? int(cs.lens_q.size()) : cs.b;
-  std::vector<int> cu_q{0}, cu_k{0};
-  for (int bb = 0; bb < batch; ++bb) {
-    cu_q.push_back(cu_q.back() + (varlen ? cs.lens_q[bb] : cs.nq));
-    cu_k.push_back(cu_k.back() + (varlen ? cs.lens_k[bb] : cs.nk));
-  }
-  const int nq = !varlen ? cs.nq : cs.max_q > 0 ? cs.max_q : *std::max_element(cs.lens_q.begin(), cs.lens_q.end());
-  const int nk = !varlen ? cs.nk : cs.max_k > 0 ? cs.max_k : *std::max_element(cs.lens_k.begin(), cs.lens_k.end());
+  // (total, H, D) with cu_seqlens (attention_sequences).
+  const dlk_emu::AttentionSequences seqs = dlk_emu::attention_sequences(cs);
+  const bool varlen = seqs.varlen;
+  const int batch = seqs.batch, nq = seqs.nq, nk = seqs.nk;
+  const std::vector<int>&cu_q = seqs.cu_q, &cu_k = seqs.cu_k;
   const int64_t total_q = cu_q.back(), total_k = cu_k.back();
   const size_t q_elems = size_t(total_q) * cs.hq * D, k_elems = size_t(total_k) * cs.hk * D;
   std::mt19937 rng(cs.seed);
@@ -194,7 +189,7 @@ int run(const Case& cs) {
       const int hk = h / (cs.hq / cs.hk);
       const int len_q = cu_q[bb + 1] - cu_q[bb], len_k = cu_k[bb + 1] - cu_k[bb];
       // A sequence longer than the stated max_seqlen (varlen): every out and lse element NaN.
-      const bool too_long = varlen && (len_q > nq || len_k > nk);
+      const bool too_long = seqs.too_long(bb);
       for (int i = 0; too_long && i < len_q; ++i) {
         const int64_t q_token = cu_q[bb] + i;
         const float got_lse = lse[size_t(h) * total_q + q_token];

@@ -316,10 +316,9 @@ inline Block* g_block = nullptr;
 
 // What ran, over the whole process: collectives by WarpOp, cp.async copies, barriers, blocks, spin
 // yields (__nanosleep, acquire loads, a wgmma wait for the rest of its warpgroup), co-resident
-// launches, warpgroup MMAs (wgmma_emu.h).
+// launches.
 struct Counters {
-  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0, spins = 0, cooperative_launches = 0,
-           wgmma_ops = 0;
+  uint64_t warp_ops[3] = {}, cp_async = 0, barriers = 0, blocks = 0, spins = 0, cooperative_launches = 0;
 };
 inline Counters g_counters;
 

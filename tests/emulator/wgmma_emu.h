@@ -105,7 +105,6 @@ struct WgmmaOp {
   std::array<Slot, kWarpgroupThreads> slots;
   std::vector<uint32_t> operand_bytes;  // the 2-byte elements it reads (marked in flight)
   int issued = 0, retired = 0;
-  bool executed = false;
 };
 
 struct WgmmaThread {
@@ -118,7 +117,10 @@ struct WgmmaThread {
 
 class WgmmaState : public Block::Extension {
  public:
-  explicit WgmmaState(int threads) : threads_(size_t(threads)), warpgroups_(size_t(threads / kWarpgroupThreads)) {}
+  explicit WgmmaState(int threads)
+      : threads_(size_t(threads)),
+        warpgroups_(size_t(threads / kWarpgroupThreads)),
+        executed_(size_t(threads / kWarpgroupThreads), 0) {}
 
   static WgmmaState& of(Block& b) {
     if (!b.extension) {
@@ -181,9 +183,8 @@ class WgmmaState : public Block::Extension {
     while (th.retired < target) {
       const int k = th.retired;
       while (ops[size_t(k)].issued < kWarpgroupThreads) b.spin();  // the rest of the warpgroup issues it
-      for (int e = executed_[g]; e <= k; ++e) execute(b, g, ops[size_t(e)], e);
-      executed_[g] = std::max(executed_[g], k + 1);
-      retire(b, t, g, ops[size_t(k)], k);
+      for (int& ran = executed_[size_t(g)]; ran <= k; ++ran) execute(b, g, ops[size_t(ran)], ran);  // in issue order
+      retire(b, t, ops[size_t(k)], k);
       ++th.retired;
     }
   }
@@ -229,8 +230,6 @@ class WgmmaState : public Block::Extension {
 
   // Runs op k of warpgroup g: every thread's accumulators from the operands as they are now.
   void execute(Block& b, int g, WgmmaOp& op, int k) {
-    if (op.executed) return;
-    op.executed = true;
     const int n = op.regs * 2;  // N, as above
     std::vector<float> A(size_t(64) * 16), B(size_t(16) * size_t(n));
     size_t at = 0;
@@ -262,7 +261,6 @@ class WgmmaState : public Block::Extension {
       }
       threads_[size_t(g * kWarpgroupThreads + t)].accumulators[s.d].second.assign(s.d, s.d + op.regs);
     }
-    ++g_counters.wgmma_ops;
   }
 
   // A thread's registers of op k: accumulators as the emulator last left them (or as at issue), A
@@ -281,7 +279,7 @@ class WgmmaState : public Block::Extension {
   }
 
   // Thread t's wait_group retires op k.
-  void retire(Block& b, int t, int g, WgmmaOp& op, int k) {
+  void retire(Block& b, int t, WgmmaOp& op, int k) {
     WgmmaOp::Slot& s = op.slots[size_t(t % kWarpgroupThreads)];
     check_registers(b, t, op, s, k, "after the op ran");
     auto& acc = threads_[size_t(t)].accumulators[s.d];
@@ -293,12 +291,11 @@ class WgmmaState : public Block::Extension {
       op.operand_bytes.clear();
       op.operand_bytes.shrink_to_fit();
     }
-    (void)g;
   }
 
   std::vector<WgmmaThread> threads_;
   std::vector<std::deque<WgmmaOp>> warpgroups_;
-  std::map<int, int> executed_;  // per warpgroup: ops run so far
+  std::vector<int> executed_;  // per warpgroup: ops run so far
 };
 
 inline int wgmma_type(dlk::TypeTag<__half>) { return kMmaF16; }
